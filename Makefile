@@ -1,0 +1,75 @@
+# labelstack: Label Studio + PostgreSQL + local files, deployed with Ansible and Docker Compose.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+INVENTORY ?= inventory/local
+TEST_INVENTORY ?= inventory/test-local
+VENV ?= .venv
+REPORTS ?= reports
+CONFIRM_DESTROY_DATA ?= no
+ANSIBLE_ARGS ?=
+
+BIN := $(VENV)/bin
+PLAYBOOK := $(BIN)/ansible-playbook
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv deploy check down destroy lint unit integration smoke test lock clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "  Variables: INVENTORY=$(INVENTORY)  ANSIBLE_ARGS='$(ANSIBLE_ARGS)'  CONFIRM_DESTROY_DATA=$(CONFIRM_DESTROY_DATA)"
+
+$(BIN)/ansible-playbook: requirements.lock scripts/bootstrap-venv.sh
+	@VENV=$(VENV) scripts/bootstrap-venv.sh
+	@touch $@
+
+venv: $(BIN)/ansible-playbook ## Create the tooling virtualenv (.venv) from requirements.lock
+
+deploy: venv ## Deploy (or update) Label Studio on INVENTORY (default: this machine)
+	$(PLAYBOOK) -i $(INVENTORY) ansible/site.yml $(ANSIBLE_ARGS)
+
+check: venv ## Dry-run the deploy on INVENTORY and show what would change
+	$(PLAYBOOK) -i $(INVENTORY) ansible/site.yml --check --diff $(ANSIBLE_ARGS)
+
+down: venv ## Stop and remove the containers on INVENTORY, keeping all data
+	$(PLAYBOOK) -i $(INVENTORY) ansible/down.yml $(ANSIBLE_ARGS)
+
+destroy: venv ## Remove the containers; also the data with CONFIRM_DESTROY_DATA=yes
+	$(PLAYBOOK) -i $(INVENTORY) ansible/destroy.yml \
+	  -e '{"labelstack_destroy_data": $(if $(filter yes,$(CONFIRM_DESTROY_DATA)),true,false)}' $(ANSIBLE_ARGS)
+
+lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec drift check
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/check-argument-specs.py
+
+unit: venv ## Unit tests (no stack needed)
+	$(BIN)/pytest tests/unit --junitxml=$(REPORTS)/unit.xml
+
+integration: venv ## Deploy the test stack on this machine; assert apply, idempotent re-run and check mode
+	$(BIN)/pytest tests/integration --junitxml=$(REPORTS)/integration.xml
+
+smoke: venv ## Verify the deployment on INVENTORY (infra + label-studio-sdk round trips)
+	$(BIN)/pytest tests/smoke --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
+
+test: lint unit ## Lint, unit tests, then deploy the test stack and run the whole suite against it
+	$(BIN)/pytest tests/integration tests/smoke --inventory $(TEST_INVENTORY) --deploy \
+	  --junitxml=$(REPORTS)/test.xml
+
+lock: ## Regenerate requirements.lock from requirements.in
+	rm -rf .venv-lock && python3 -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip
+	.venv-lock/bin/pip install --quiet -r requirements.in
+	{ echo "# Generated from requirements.in by 'make lock'. Do not edit by hand."; \
+	  .venv-lock/bin/pip freeze; } > requirements.lock
+	rm -rf .venv-lock
+
+clean: ## Remove the virtualenv and reports
+	rm -rf $(VENV) $(REPORTS) .pytest_cache .ruff_cache
