@@ -1,0 +1,92 @@
+"""Session fixtures: the deployment under test (optionally deployed first), its host and its credentials."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import testinfra
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labelstack_testlib import REPO, VENV_BIN, PlaybookRun, parse_env_file, run_playbook  # noqa: E402
+
+# testinfra's ansible backend runs ansible-inventory: use the venv's, with this repository's config.
+os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+
+CREDENTIALS_FILE = "credentials.env"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--inventory", default="inventory/local", help="inventory of the deployment under test")
+    parser.addoption("--deploy", action="store_true", help="deploy to the inventory before testing")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a test needs to reach one deployed stack."""
+
+    inventory: str
+    host: testinfra.host.Host
+    url: str
+    username: str
+    password: str
+    api_key: str
+    project_name: str
+    install_dir: str
+    local_files_dir: str
+    local_files_root: str
+    variables: dict[str, object]
+
+
+@pytest.fixture(scope="session")
+def inventory(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--inventory"))
+
+
+@pytest.fixture(scope="session")
+def first_deploy(request: pytest.FixtureRequest, inventory: str) -> PlaybookRun | None:
+    """The initial apply when --deploy is given (once per session), else None."""
+    if not request.config.getoption("--deploy"):
+        return None
+    run = run_playbook("site.yml", inventory)
+    if run.returncode != 0:
+        pytest.exit(f"FAIL: deploy to {inventory} failed:\n{run.output[-6000:]}", returncode=1)
+    return run
+
+
+@pytest.fixture(scope="session")
+def app_host(inventory: str, first_deploy: PlaybookRun | None) -> testinfra.host.Host:
+    """The host running Label Studio (first host of the `labelstack` group), reached like Ansible does."""
+    hosts = testinfra.get_hosts(["ansible://labelstack"], ansible_inventory=str(REPO / inventory))
+    if not hosts:
+        pytest.exit(f"FAIL: inventory {inventory} has no host in group 'labelstack'", returncode=1)
+    return hosts[0]
+
+
+@pytest.fixture(scope="session")
+def deployment(inventory: str, app_host: testinfra.host.Host) -> Deployment:
+    variables = app_host.ansible.get_variables()
+    secrets_dir = variables.get("labelstack_secrets_dir", "/etc/labelstack")
+    path = f"{secrets_dir}/{CREDENTIALS_FILE}"
+    creds_file = app_host.file(path)
+    if not creds_file.exists:
+        pytest.exit(f"FAIL: {path} not found on the host: deploy first (make deploy INVENTORY={inventory})", 1)
+    creds = parse_env_file(creds_file.content_string)
+    return Deployment(
+        inventory=inventory,
+        host=app_host,
+        url=creds["LABEL_STUDIO_URL"],
+        username=creds["LABEL_STUDIO_USERNAME"],
+        password=creds["LABEL_STUDIO_PASSWORD"],
+        api_key=creds["LABEL_STUDIO_API_KEY"],
+        project_name=creds["LABELSTACK_PROJECT_NAME"],
+        install_dir=creds["LABELSTACK_INSTALL_DIR"],
+        local_files_dir=creds["LABELSTACK_LOCAL_FILES_DIR"],
+        local_files_root=creds["LABELSTACK_LOCAL_FILES_ROOT"],
+        variables=variables,
+    )
