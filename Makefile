@@ -17,7 +17,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deploy check down destroy lint unit integration smoke test lock clean
+.PHONY: help venv deploy check down destroy lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,14 +53,11 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec d
 unit: venv ## Unit tests (no stack needed)
 	$(BIN)/pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
-integration: venv ## Deploy the test stack on this machine; assert apply, idempotent re-run and check mode
-	$(BIN)/pytest tests/integration --junitxml=$(REPORTS)/integration.xml
-
-smoke: venv ## Verify the deployment on INVENTORY (infra + label-studio-sdk round trips)
-	$(BIN)/pytest tests/smoke --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
+smoke: venv ## Verify the deployment on INVENTORY (testinfra host checks + label-studio-sdk round trips)
+	$(BIN)/pytest tests/infra tests/smoke --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
 
 test: lint unit ## Lint, unit tests, then deploy the test stack and run the whole suite against it
-	$(BIN)/pytest tests/integration tests/smoke --inventory $(TEST_INVENTORY) --deploy \
+	$(BIN)/pytest tests/integration tests/infra tests/smoke --inventory $(TEST_INVENTORY) --deploy \
 	  --junitxml=$(REPORTS)/test.xml
 
 lock: ## Regenerate requirements.lock from requirements.in

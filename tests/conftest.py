@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import testinfra
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from labelstack_testlib import REPO, VENV_BIN, PlaybookRun, parse_env_file, run_playbook  # noqa: E402
+from labelstack_testlib import REPO, VENV_BIN, PlaybookRun, parse_env_file, run_playbook
 
 # testinfra's ansible backend runs ansible-inventory: use the venv's, with this repository's config.
 os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"

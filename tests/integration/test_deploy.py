@@ -1,0 +1,89 @@
+"""The deploy itself: apply, idempotent re-apply, check mode, bad input refused up front."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import Deployment
+from labelstack_testlib import PlaybookRun, run_playbook
+
+
+def _containers(deployment: Deployment) -> dict[str, str]:
+    """Container name -> container id of the stack (ids change when a container is recreated)."""
+    out = deployment.host.check_output(
+        "docker ps --filter label=com.docker.compose.project=%s --format '{{.Names}} {{.ID}}'",
+        deployment.project_name,
+    )
+    return dict(line.split() for line in out.splitlines())
+
+
+def _secret_digests(deployment: Deployment) -> str:
+    secrets_dir = deployment.variables.get("labelstack_secrets_dir", "/etc/labelstack")
+    return deployment.host.check_output("sha256sum %s/*", secrets_dir)
+
+
+@pytest.fixture(scope="module")
+def rerun(deployment: Deployment) -> tuple[PlaybookRun, dict[str, str], dict[str, str], str, str]:
+    """A second apply, with the containers and secrets seen before and after it."""
+    before, secrets_before = _containers(deployment), _secret_digests(deployment)
+    run = run_playbook("site.yml", deployment.inventory)
+    return run, before, _containers(deployment), secrets_before, _secret_digests(deployment)
+
+
+def test_first_apply_succeeded(first_deploy: PlaybookRun | None) -> None:
+    if first_deploy is None:
+        pytest.skip("run with --deploy to exercise the first apply")
+    assert first_deploy.returncode == 0, first_deploy.output[-4000:]
+
+
+def test_second_apply_reports_no_change(rerun: tuple[PlaybookRun, dict, dict, str, str]) -> None:
+    run = rerun[0]
+    assert run.returncode == 0, run.output[-4000:]
+    changed = {host: counts["changed"] for host, counts in run.recap().items()}
+    assert changed, f"no PLAY RECAP in the output:\n{run.output[-2000:]}"
+    assert all(count == 0 for count in changed.values()), (
+        f"second deploy changed something: {changed}; tasks: {run.changed_tasks()}"
+    )
+
+
+def test_second_apply_restarts_no_container(rerun: tuple[PlaybookRun, dict, dict, str, str]) -> None:
+    _, before, after, _, _ = rerun
+    assert {"app", "db"} <= {name.rsplit("-", 2)[-2] for name in before}, f"stack not running: {before}"
+    assert before == after, f"containers were recreated by a no-op deploy: {before} -> {after}"
+
+
+def test_second_apply_keeps_every_secret(rerun: tuple[PlaybookRun, dict, dict, str, str]) -> None:
+    _, _, _, secrets_before, secrets_after = rerun
+    assert secrets_before == secrets_after, "a re-run regenerated a secret"
+
+
+def test_check_mode_reports_no_change(deployment: Deployment, rerun: tuple) -> None:
+    run = run_playbook("site.yml", deployment.inventory, "--check")
+    assert run.returncode == 0, run.output[-4000:]
+    changed = {host: counts["changed"] for host, counts in run.recap().items()}
+    assert all(count == 0 for count in changed.values()), f"check mode predicts changes: {run.changed_tasks()}"
+
+
+def test_no_secret_in_deploy_output(deployment: Deployment, rerun: tuple) -> None:
+    for secret in (deployment.password, deployment.api_key):
+        assert secret not in rerun[0].output, "a secret was printed by ansible-playbook"
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "named"),
+    [
+        ('{"labelstack_port": 70000}', "labelstack_port"),
+        ('{"labelstack_image_mode": "sideways"}', "labelstack_image_mode"),
+        ('{"labelstack_url": "example.org/"}', "labelstack_url"),
+        ('{"labelstack_db_external": true}', "labelstack_db_external"),
+        ('{"labelstack_wsgi_processes": 0}', "labelstack_wsgi_processes"),
+        ('{"docker_engine_service_manager": "upstart"}', "docker_engine_service_manager"),
+    ],
+)
+def test_bad_variable_fails_before_any_change(deployment: Deployment, extra_vars: str, named: str) -> None:
+    before = _containers(deployment)
+    run = run_playbook("site.yml", deployment.inventory, "-e", extra_vars)
+    assert run.returncode != 0, f"deploy accepted {extra_vars}"
+    assert named in run.output, f"the error does not name {named}:\n{run.output[-2000:]}"
+    assert all(counts["changed"] == 0 for counts in run.recap().values()), run.changed_tasks()
+    assert _containers(deployment) == before, "a refused deploy touched the containers"

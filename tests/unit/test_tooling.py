@@ -1,0 +1,70 @@
+"""Unit tests of the repository's own tooling (no stack needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labelstack_testlib import REPO, PlaybookRun, parse_env_file
+
+SPEC = importlib.util.spec_from_file_location("check_argument_specs", REPO / "scripts" / "check-argument-specs.py")
+assert SPEC is not None
+assert SPEC.loader is not None
+check_argument_specs = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(check_argument_specs)
+
+
+def _role(tmp_path: Path, defaults: str, options: str) -> Path:
+    role = tmp_path / "demo"
+    (role / "defaults").mkdir(parents=True)
+    (role / "meta").mkdir()
+    (role / "defaults" / "main.yml").write_text(defaults)
+    (role / "meta" / "argument_specs.yml").write_text(f"argument_specs:\n  main:\n    options:\n{options}")
+    return role
+
+
+def test_roles_in_repository_have_specs_in_step() -> None:
+    roles = sorted((REPO / "ansible" / "roles").iterdir())
+    assert roles, "no roles found"
+    assert [m for role in roles for m in check_argument_specs.drift(role)] == []
+
+
+def test_drift_names_a_default_missing_from_the_spec(tmp_path: Path) -> None:
+    role = _role(tmp_path, "demo_a: 1\ndemo_b: 2\n", "      demo_a: {description: A, type: int}\n")
+    assert check_argument_specs.drift(role) == ["demo: 'demo_b' is in defaults/main.yml but not in argument_specs"]
+
+
+def test_drift_names_a_spec_option_without_default_or_description(tmp_path: Path) -> None:
+    role = _role(tmp_path, "demo_a: 1\n", "      demo_a: {description: A, type: int}\n      demo_c: {type: str}\n")
+    assert check_argument_specs.drift(role) == [
+        "demo: 'demo_c' is in argument_specs but has no default in defaults/main.yml",
+        "demo: 'demo_c' in argument_specs has no description",
+    ]
+
+
+def test_recap_parsing() -> None:
+    output = (
+        "TASK [x : Do a thing] ***\nchanged: [h1]\n\nPLAY RECAP ***\n"
+        "h1                  : ok=5    changed=1    unreachable=0    failed=0    skipped=2\n"
+        "h2                  : ok=4    changed=0    unreachable=0    failed=0    skipped=2\n"
+    )
+    run = PlaybookRun(0, output)
+    assert run.recap()["h1"]["changed"] == 1
+    assert run.recap()["h2"] == {"ok": 4, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 2}
+    assert run.changed_tasks() == ["x : Do a thing"]
+
+
+def test_env_file_parsing() -> None:
+    assert parse_env_file("# c\nA=1\nB='x y'\n\nC=a=b\n") == {"A": "1", "B": "x y", "C": "a=b"}
+
+
+@pytest.mark.parametrize("script", ["make-base-image.sh", "bootstrap-venv.sh"])
+def test_scripts_have_help_and_refuse_unknown_flags(script: str) -> None:
+    path = REPO / "scripts" / script
+    assert subprocess.run([path, "--help"], capture_output=True, check=False).returncode == 0
+    bad = subprocess.run([path, "--bogus"], capture_output=True, text=True, check=False)
+    assert bad.returncode != 0
+    assert "FAIL: unknown argument '--bogus'" in bad.stderr
