@@ -54,8 +54,10 @@ def _service_logs(deployment: Deployment, service: str) -> str:
 
 
 def test_docker_daemon_answers(deployment: Deployment) -> None:
-    result = deployment.host.run("docker info --format '{{.ServerVersion}}'")
+    # `docker version`, not `docker info --format`: the latter exits 0 when the daemon is down.
+    result = deployment.host.run("docker version --format '{{.Server.Version}}'")
     assert result.rc == 0, f"Docker daemon not answering: {result.stderr}"
+    assert result.stdout.strip(), "Docker daemon reported no server version"
 
 
 @pytest.mark.parametrize("service", SERVICES)
