@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import testinfra
@@ -30,8 +30,8 @@ class Deployment:
     host: testinfra.host.Host
     url: str
     username: str
-    password: str
-    api_key: str
+    password: str = field(repr=False)
+    api_key: str = field(repr=False)
     project_name: str
     install_dir: str
     local_files_dir: str

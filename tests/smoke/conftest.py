@@ -11,7 +11,7 @@ from label_studio_sdk import LabelStudio
 
 from conftest import Deployment
 
-from .smokelib import Api, ProjectFactory, Target
+from .smokelib import Api, ProjectFactory, Target, delete_projects
 
 
 @pytest.fixture(scope="session")
@@ -72,5 +72,5 @@ def sweep_leftover_projects(api: Api, run_prefix: str) -> Iterator[None]:
     yield
     leftovers = [project["id"] for project in api.all_projects() if project["title"].startswith(run_prefix)]
     if leftovers:
-        ProjectFactory(ls=None, api=api, prefix=run_prefix, ids=leftovers).cleanup()  # type: ignore[arg-type]
+        delete_projects(api, leftovers)
         warnings.warn(f"deleted unregistered smoke projects {leftovers}", stacklevel=1)

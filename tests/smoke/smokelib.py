@@ -48,23 +48,34 @@ class Api:
         *,
         token: str | None = None,
         anonymous: bool = False,
-        headers: dict[str, str] | None = None,
-        **kwargs: object,
+        params: dict[str, str | int] | None = None,
+        json: JsonValue = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
     ) -> requests.Response:
         """`path` is relative to the deployment URL; `token` overrides the admin's, `anonymous` sends none."""
-        all_headers = {} if anonymous else {"Authorization": f"Token {token or self.token}"}
-        all_headers.update(headers or {})
-        url = path if path.startswith("http") else f"{self.base_url.rstrip('/')}{path}"
-        return requests.request(method, url, headers=all_headers, timeout=self.timeout, **kwargs)  # type: ignore[arg-type]
+        headers = {} if anonymous else {"Authorization": f"Token {token or self.token}"}
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        return requests.request(
+            method, url, headers=headers, params=params, json=json, files=files, timeout=self.timeout
+        )
 
-    def get(self, path: str, **kwargs: object) -> requests.Response:
-        return self.request("GET", path, **kwargs)  # type: ignore[arg-type]
+    def get(
+        self,
+        path: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        token: str | None = None,
+        anonymous: bool = False,
+    ) -> requests.Response:
+        return self.request("GET", path, params=params, token=token, anonymous=anonymous)
 
-    def post(self, path: str, **kwargs: object) -> requests.Response:
-        return self.request("POST", path, **kwargs)  # type: ignore[arg-type]
+    def post(
+        self, path: str, *, json: JsonValue = None, files: dict[str, tuple[str, bytes, str]] | None = None
+    ) -> requests.Response:
+        return self.request("POST", path, json=json, files=files)
 
-    def delete(self, path: str, **kwargs: object) -> requests.Response:
-        return self.request("DELETE", path, **kwargs)  # type: ignore[arg-type]
+    def delete(self, path: str) -> requests.Response:
+        return self.request("DELETE", path)
 
     def export(self, project_id: int, export_type: str, **params: str) -> requests.Response:
         """Synchronous export (GET /api/projects/{id}/export), asserted successful."""
@@ -126,13 +137,18 @@ class ProjectFactory:
 
     def cleanup(self) -> None:
         """Delete every project made or adopted here (already deleted ones are fine)."""
-        failures = []
-        for project_id in reversed(self.ids):
-            response = self.api.delete(f"/api/projects/{project_id}/")
-            if response.status_code not in (204, 404):
-                failures.append(f"project {project_id}: HTTP {response.status_code} {response.text[:200]}")
-        self.ids.clear()
-        assert not failures, f"could not delete smoke projects: {failures}"
+        ids, self.ids = self.ids, []
+        delete_projects(self.api, list(reversed(ids)))
+
+
+def delete_projects(api: Api, project_ids: list[int]) -> None:
+    """Delete the projects (with their tasks and storages), asserting none is left."""
+    failures = []
+    for project_id in project_ids:
+        response = api.delete(f"/api/projects/{project_id}/")
+        if response.status_code not in (204, 404):
+            failures.append(f"project {project_id}: HTTP {response.status_code} {response.text[:200]}")
+    assert not failures, f"could not delete smoke projects: {failures}"
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def test_export_formats_offered_for_the_config(
     assert case.export_formats <= offered, f"formats not offered: {sorted(case.export_formats - offered)}"
     if case is not NAMED_ENTITIES:
         assert "CONLL2003" not in offered, "CONLL2003 offered for a config without Text + Labels"
-    sdk_formats = ls.projects.exports.list_formats(project_id)
+    sdk_formats = ls.projects.exports.list_formats(project_id)  # typed list[str], returns the dicts above
     assert {fmt["name"] for fmt in sdk_formats if not fmt.get("disabled")} == offered  # type: ignore[index]
 
 

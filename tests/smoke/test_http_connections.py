@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -63,6 +64,6 @@ def get_with_httpx_client(url: str, rounds: int) -> list[str]:
 
 
 @pytest.mark.parametrize("get", [get_with_requests_session, get_with_httpx_client], ids=["requests", "httpx"])
-def test_pooled_client_survives_back_to_back_requests(get: object, target: Target) -> None:
-    failures = get(f"{target.url}/api/version", ROUNDS)  # type: ignore[operator]
+def test_pooled_client_survives_back_to_back_requests(get: Callable[[str, int], list[str]], target: Target) -> None:
+    failures = get(f"{target.url}/api/version", ROUNDS)
     assert not failures, f"{len(failures)} of {ROUNDS} back-to-back requests failed, e.g. {failures[0]}"
