@@ -54,10 +54,10 @@ unit: venv ## Unit tests (no stack needed)
 	$(BIN)/pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
 smoke: venv ## Verify the deployment on INVENTORY (testinfra host checks + label-studio-sdk round trips)
-	$(BIN)/pytest tests/infra tests/smoke --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
+	$(BIN)/pytest tests/infra tests/smoke tests/ml --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
 
 test: lint unit ## Lint, unit tests, then deploy the test stack and run the whole suite against it
-	$(BIN)/pytest tests/integration tests/infra tests/smoke --inventory $(TEST_INVENTORY) --deploy \
+	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml --inventory $(TEST_INVENTORY) --deploy \
 	  --junitxml=$(REPORTS)/test.xml
 
 lock: ## Regenerate requirements.lock from requirements.in

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import Deployment
 
-SERVICES = ("app", "db")
+SERVICES = ("app", "db", "ml-backend")
 
 
 def _inspect(deployment: Deployment) -> dict[str, dict[str, Any]]:
@@ -87,12 +87,27 @@ def test_app_published_only_on_the_bind_address(deployment: Deployment, containe
     assert listeners == {bind}, f"port {port} is listened on at {listeners or 'no address'}, expected only {bind}"
 
 
-def test_postgres_port_not_published(deployment: Deployment, containers: dict[str, dict]) -> None:
-    for service, container in containers.items():
+@pytest.mark.parametrize(("service", "port"), [("db", 5432), ("ml-backend", 9090)])
+def test_internal_service_not_published(
+    deployment: Deployment, containers: dict[str, dict], service: str, port: int
+) -> None:
+    if service not in containers:
+        pytest.skip(f"{service} does not run on this host")
+    published = {spec: b for spec, b in (containers[service]["NetworkSettings"]["Ports"] or {}).items() if b}
+    assert not published, f"{service} publishes {published}"
+    for other, container in containers.items():
         for spec, bindings in (container["NetworkSettings"]["Ports"] or {}).items():
-            assert not (spec.startswith("5432/") and bindings), f"{service} publishes PostgreSQL: {bindings}"
-    on_5432 = sorted(address for address, port in _listening(deployment) if port == 5432)
-    assert not on_5432, f"something listens on host port 5432 at {on_5432}"
+            assert not (spec.startswith(f"{port}/") and bindings), f"{other} publishes port {port}: {bindings}"
+    on_port = sorted(address for address, listening in _listening(deployment) if listening == port)
+    assert not on_port, f"something listens on host port {port} at {on_port}"
+
+
+def test_ml_backend_network_has_no_route_out(deployment: Deployment, containers: dict[str, dict]) -> None:
+    networks = containers["ml-backend"]["NetworkSettings"]["Networks"]
+    assert len(networks) == 1, f"ml-backend is on {sorted(networks)}, expected only the internal ML network"
+    name = next(iter(networks))
+    internal = deployment.host.check_output("docker network inspect -f '{{.Internal}}' %s", name)
+    assert internal == "true", f"network {name} of ml-backend is not internal"
 
 
 def test_secret_files_private_to_root(deployment: Deployment) -> None:

@@ -1,0 +1,42 @@
+"""Fixtures for the ML backend tests: API client, the backend's settings, a project connected to it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import Deployment
+from labelstack_testlib import parse_env_file
+
+from .mllib import CONFIG, Api, MlProject, make_texts, ml_tool, tasks_of
+
+
+@pytest.fixture(scope="session")
+def ml_settings(deployment: Deployment) -> dict[str, str]:
+    secrets_dir = deployment.variables.get("labelstack_secrets_dir", "/etc/labelstack")
+    creds = parse_env_file(deployment.host.file(f"{secrets_dir}/credentials.env").content_string)
+    if "ML_BACKEND_PASSWORD" not in creds:
+        pytest.exit("FAIL: the deployment has no ML backend credentials: deploy this version first", 1)
+    return creds
+
+
+@pytest.fixture(scope="session")
+def api(deployment: Deployment) -> Api:
+    return Api(deployment.url, deployment.api_key)
+
+
+@pytest.fixture(scope="module")
+def ml_project(api: Api, ml_settings: dict[str, str]) -> Iterator[MlProject]:
+    title = f"ml-test-{uuid.uuid4().hex[:10]}"
+    project = api.call("POST", "/api/projects", {"title": title, "label_config": CONFIG})
+    try:
+        rows = make_texts()
+        api.call("POST", f"/api/projects/{project['id']}/import", [{"text": t, "truth": lab} for t, lab in rows])
+        truth = {t["id"]: t["data"]["truth"] for t in tasks_of(api, project["id"])}
+        out = json.loads(ml_tool(ml_settings, "connect", str(project["id"])))
+        yield MlProject(project["id"], truth, out["ml_backend"])
+    finally:
+        api.call("DELETE", f"/api/projects/{project['id']}", ok=(204, 404))

@@ -1,0 +1,94 @@
+"""Helpers of the ML backend tests: synthetic texts, API client, the provisioning tool."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from smoke.smokelib import Api as HttpApi
+from smoke.smokelib import JsonValue, expect
+
+from labelstack_testlib import REPO
+
+LABELS = ("Sports", "Finance", "Weather")
+# Three vocabularies sharing many words, so a single shared word never decides the label.
+VOCABULARY = {
+    "Sports": "match goal team coach league score season player stadium win final cup",
+    "Finance": "market stock bank price rate profit investor bond score fund growth win",
+    "Weather": "rain storm wind forecast cloud sunny cold front season temperature snow final",
+}
+SHARED = ["today", "report", "local", "big", "news", "week", "update", "early", "late", "strong", "high", "low"]
+CONFIG = """<View>
+  <Text name="text" value="$text"/>
+  <Choices name="topic" toName="text" choice="single">
+    {choices}
+  </Choices>
+</View>""".format(choices="\n    ".join(f'<Choice value="{label}"/>' for label in LABELS))
+
+
+def make_texts(n: int = 300, seed: int = 7) -> list[tuple[str, str]]:
+    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not a secret
+    rows = []
+    for i in range(n):
+        label = LABELS[i % len(LABELS)]
+        own = VOCABULARY[label].split()
+        other = VOCABULARY[LABELS[(i + 1) % len(LABELS)]].split()
+        words = rng.sample(own, 3) + rng.sample(other, 1) + rng.sample(SHARED, 3)
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+@dataclass(frozen=True)
+class Api(HttpApi):
+    """The smoke suite's HTTP client, with calls that assert the status and return the JSON body."""
+
+    def call(self, method: str, path: str, body: JsonValue = None, ok: tuple[int, ...] = (200, 201, 204)) -> JsonValue:
+        response = self.request(method, path, json=body)
+        assert response.status_code in ok, f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}"
+        return response.json() if response.content else None
+
+
+@dataclass
+class MlProject:
+    id: int
+    texts: dict[int, str]  # task id -> true label
+    ml_backend: int
+
+
+def choice_result(label: str) -> list[dict[str, Any]]:
+    return [{"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+
+def tasks_of(api: Api, project: int) -> list[dict[str, Any]]:
+    """Every task of the project with its predictions (the task list is paginated: 100 per page at most)."""
+    tasks: list[dict[str, Any]] = []
+    for page in itertools.count(1):
+        response = api.get("/api/tasks", params={"project": project, "page": page, "page_size": 100, "fields": "all"})
+        if response.status_code == 404:  # past the last page
+            break
+        batch = expect(response, 200, f"tasks of project {project}, page {page}")["tasks"]
+        tasks += batch
+        if len(batch) < 100:
+            break
+    return tasks
+
+
+def ml_tool(ml_settings: dict[str, str], *args: str) -> str:
+    """Run scripts/labelstack-ml.py with the deployment's settings in its environment (not on its command line)."""
+    env = dict(os.environ, **{k: v for k, v in ml_settings.items() if k.startswith(("LABEL_STUDIO_", "ML_BACKEND_"))})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts/labelstack-ml.py"), *args, "--credentials", "/nonexistent"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
