@@ -10,6 +10,7 @@ TEST_INVENTORY ?= inventory/test-local
 VENV ?= .venv
 REPORTS ?= reports
 CONFIRM_DESTROY_DATA ?= no
+BACKUP ?=
 ANSIBLE_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -17,12 +18,12 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deploy check down destroy lint unit smoke test lock clean
+.PHONY: help venv deploy check down destroy backup restore lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
-	@echo "  Variables: INVENTORY=$(INVENTORY)  ANSIBLE_ARGS='$(ANSIBLE_ARGS)'  CONFIRM_DESTROY_DATA=$(CONFIRM_DESTROY_DATA)"
+	@echo "  Variables: INVENTORY=$(INVENTORY)  ANSIBLE_ARGS='$(ANSIBLE_ARGS)'  CONFIRM_DESTROY_DATA=$(CONFIRM_DESTROY_DATA)  BACKUP=$(BACKUP)"
 
 $(BIN)/ansible-playbook: requirements.lock scripts/bootstrap-venv.sh
 	@VENV=$(VENV) scripts/bootstrap-venv.sh
@@ -42,6 +43,13 @@ down: venv ## Stop and remove the containers on INVENTORY, keeping all data
 destroy: venv ## Remove the containers; also the data with CONFIRM_DESTROY_DATA=yes
 	$(PLAYBOOK) -i $(INVENTORY) ansible/destroy.yml \
 	  -e '{"labelstack_destroy_data": $(if $(filter yes,$(CONFIRM_DESTROY_DATA)),true,false)}' $(ANSIBLE_ARGS)
+
+backup: venv ## Back up the database, data directories and secrets on INVENTORY (stack stays up)
+	$(PLAYBOOK) -i $(INVENTORY) ansible/backup.yml $(ANSIBLE_ARGS)
+
+restore: venv ## Restore BACKUP=<name> on INVENTORY (verified first; the current state is backed up)
+	@test -n "$(BACKUP)" || { echo "FAIL: name the backup: make restore BACKUP=<YYYYMMDDTHHMMSSZ>" >&2; exit 2; }
+	$(PLAYBOOK) -i $(INVENTORY) ansible/restore.yml -e '{"labelstack_restore_backup": "$(BACKUP)"}' $(ANSIBLE_ARGS)
 
 lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec drift check
 	$(BIN)/yamllint --strict .

@@ -37,6 +37,7 @@ class Deployment:
     local_files_dir: str
     local_files_root: str
     variables: dict[str, object]
+    credentials: dict[str, str] = field(repr=False)  # the whole credentials.env
 
 
 @pytest.fixture(scope="session")
@@ -85,4 +86,5 @@ def deployment(inventory: str, app_host: testinfra.host.Host) -> Deployment:
         local_files_dir=creds["LABELSTACK_LOCAL_FILES_DIR"],
         local_files_root=creds["LABELSTACK_LOCAL_FILES_ROOT"],
         variables=variables,
+        credentials=creds,
     )

@@ -9,18 +9,15 @@ from collections.abc import Iterator
 import pytest
 
 from conftest import Deployment
-from labelstack_testlib import parse_env_file
 
 from .mllib import CONFIG, Api, MlProject, make_texts, ml_tool, tasks_of
 
 
 @pytest.fixture(scope="session")
 def ml_settings(deployment: Deployment) -> dict[str, str]:
-    secrets_dir = deployment.variables.get("labelstack_secrets_dir", "/etc/labelstack")
-    creds = parse_env_file(deployment.host.file(f"{secrets_dir}/credentials.env").content_string)
-    if "ML_BACKEND_PASSWORD" not in creds:
+    if "ML_BACKEND_PASSWORD" not in deployment.credentials:
         pytest.exit("FAIL: the deployment has no ML backend credentials: deploy this version first", 1)
-    return creds
+    return deployment.credentials
 
 
 @pytest.fixture(scope="session")
