@@ -15,6 +15,9 @@ URL, API token and the backend's credentials come from the deployment's credenti
 (--credentials, default /etc/labelstack/credentials.env, root only) or LABEL_STUDIO_URL /
 LABEL_STUDIO_API_KEY / ML_BACKEND_URL / ML_BACKEND_WEBHOOK_URL / ML_BACKEND_USER / ML_BACKEND_PASSWORD
 in the environment. Standard library only, so it runs with the target host's python3.
+HTTPS: LABELSTACK_CA_CERT (from the credentials file or the environment) names the CA to trust (the
+deploy's generated one); LABELSTACK_TLS_VERIFY=false skips verification (the deploy uses it on loopback
+with a certificate issued for the public name).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import base64
 import itertools
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -66,9 +70,13 @@ def load_settings(credentials: str) -> dict[str, str]:
 
 
 class Api:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, ca_cert: str = "", verify: bool = True) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.tls = ssl.create_default_context(cafile=ca_cert or None)
+        if not verify:
+            self.tls.check_hostname = False
+            self.tls.verify_mode = ssl.CERT_NONE
 
     def call(self, method: str, path: str, body: Json = None, *, missing_ok: bool = False) -> Json:
         """The JSON answer; exits with a FAIL line on errors (raises LookupError on 404 when missing_ok)."""
@@ -77,7 +85,7 @@ class Api:
         req.add_header("Authorization", f"Token {self.token}")
         req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=300) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=300, context=self.tls) as resp:  # noqa: S310
                 text = resp.read().decode()
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and missing_ok:
@@ -198,7 +206,12 @@ def main() -> None:
     unc.add_argument("--limit", type=int, default=20, help="how many tasks to print (default 20)")
     args = parser.parse_args()
     settings = load_settings(args.credentials)
-    api = Api(settings["LABEL_STUDIO_URL"], settings["LABEL_STUDIO_API_KEY"])
+    api = Api(
+        settings["LABEL_STUDIO_URL"],
+        settings["LABEL_STUDIO_API_KEY"],
+        ca_cert=os.environ.get("LABELSTACK_CA_CERT", settings.get("LABELSTACK_CA_CERT", "")),
+        verify=os.environ.get("LABELSTACK_TLS_VERIFY", "true").lower() != "false",
+    )
     if args.command == "connect":
         print(json.dumps(connect(api, settings, args.project)))
     elif args.command == "ensure":

@@ -38,6 +38,7 @@ class Deployment:
     local_files_root: str
     variables: dict[str, object]
     credentials: dict[str, str] = field(repr=False)  # the whole credentials.env
+    ca_bundle: str  # local copy of the CA of the deployment's generated TLS certificate ('' without)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +67,7 @@ def app_host(inventory: str, first_deploy: PlaybookRun | None) -> testinfra.host
 
 
 @pytest.fixture(scope="session")
-def deployment(inventory: str, app_host: testinfra.host.Host) -> Deployment:
+def deployment(inventory: str, app_host: testinfra.host.Host, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     variables = app_host.ansible.get_variables()
     secrets_dir = variables.get("labelstack_secrets_dir", "/etc/labelstack")
     path = f"{secrets_dir}/{CREDENTIALS_FILE}"
@@ -74,6 +75,7 @@ def deployment(inventory: str, app_host: testinfra.host.Host) -> Deployment:
     if not creds_file.exists:
         pytest.exit(f"FAIL: {path} not found on the host: deploy first (make deploy INVENTORY={inventory})", 1)
     creds = parse_env_file(creds_file.content_string)
+    ca_bundle = _trust_deployment_ca(app_host, creds.get("LABELSTACK_CA_CERT", ""), tmp_path_factory)
     return Deployment(
         inventory=inventory,
         host=app_host,
@@ -87,4 +89,18 @@ def deployment(inventory: str, app_host: testinfra.host.Host) -> Deployment:
         local_files_root=creds["LABELSTACK_LOCAL_FILES_ROOT"],
         variables=variables,
         credentials=creds,
+        ca_bundle=ca_bundle,
     )
+
+
+def _trust_deployment_ca(host: testinfra.host.Host, ca_path: str, tmp: pytest.TempPathFactory) -> str:
+    """Trust the CA the deploy generated for its proxy, in this process and its children; '' when none.
+
+    requests reads REQUESTS_CA_BUNDLE, httpx (label-studio-sdk) SSL_CERT_FILE.
+    """
+    if not ca_path:
+        return ""
+    local = tmp.mktemp("ca") / "deployment-ca.crt"
+    local.write_bytes(host.file(ca_path).content)
+    os.environ["REQUESTS_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(local)
+    return str(local)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import Deployment
 
-SERVICES = ("app", "db", "ml-backend")
+SERVICES = ("app", "db", "ml-backend", "proxy")
 
 
 def _inspect(deployment: Deployment) -> dict[str, dict[str, Any]]:
@@ -60,10 +60,17 @@ def test_docker_daemon_answers(deployment: Deployment) -> None:
     assert result.stdout.strip(), "Docker daemon reported no server version"
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_service_running_and_healthy(deployment: Deployment, containers: dict[str, dict], service: str) -> None:
+def _expect_service(deployment: Deployment, service: str) -> None:
+    """Skip services this deployment does not run."""
     if service == "db" and deployment.variables.get("labelstack_db_external"):
         pytest.skip("external database")
+    if service == "proxy" and not deployment.variables.get("labelstack_proxy_enabled"):
+        pytest.skip("no TLS proxy")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_running_and_healthy(deployment: Deployment, containers: dict[str, dict], service: str) -> None:
+    _expect_service(deployment, service)
     assert service in containers, f"service {service} has no container"
     state = containers[service]["State"]
     health = state.get("Health", {}).get("Status")
@@ -72,19 +79,33 @@ def test_service_running_and_healthy(deployment: Deployment, containers: dict[st
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_service_restarts_by_itself(containers: dict[str, dict], service: str) -> None:
+def test_service_restarts_by_itself(deployment: Deployment, containers: dict[str, dict], service: str) -> None:
+    _expect_service(deployment, service)
     policy = containers[service]["HostConfig"]["RestartPolicy"]["Name"]
     assert policy in {"always", "unless-stopped"}, f"{service} restart policy is '{policy}'"
 
 
-def test_app_published_only_on_the_bind_address(deployment: Deployment, containers: dict[str, dict]) -> None:
+def _published(container: dict[str, Any]) -> list[tuple[str, str]]:
+    bindings = container["HostConfig"]["PortBindings"] or {}
+    return sorted((b["HostIp"], b["HostPort"]) for spec in bindings.values() for b in spec or [])
+
+
+def test_only_the_front_service_is_published_on_the_bind_address(
+    deployment: Deployment, containers: dict[str, dict]
+) -> None:
+    """Without the proxy the app is published on bind:port; with it, only nginx (HTTP and HTTPS)."""
     bind = str(deployment.variables.get("labelstack_bind_address", "127.0.0.1"))
-    port = str(deployment.variables.get("labelstack_port", 8080))
-    bindings = containers["app"]["HostConfig"]["PortBindings"]
-    published = [(b["HostIp"], b["HostPort"]) for spec in bindings.values() for b in spec or []]
-    assert published == [(bind, port)], f"app published on {published}, expected only {bind}:{port}"
-    listeners = {address for address, listening_port in _listening(deployment) if listening_port == int(port)}
-    assert listeners == {bind}, f"port {port} is listened on at {listeners or 'no address'}, expected only {bind}"
+    ports = [str(deployment.variables.get("labelstack_port", 8080))]
+    front = "app"
+    if deployment.variables.get("labelstack_proxy_enabled"):
+        front = "proxy"
+        ports.append(str(deployment.variables.get("labelstack_https_port", 8443)))
+        assert _published(containers["app"]) == [], "the app is published although the proxy fronts it"
+    expected = sorted((bind, port) for port in ports)
+    assert _published(containers[front]) == expected, f"{front} published on {_published(containers[front])}"
+    for port in ports:
+        listeners = {address for address, listening in _listening(deployment) if listening == int(port)}
+        assert listeners == {bind}, f"port {port} is listened on at {listeners or 'no address'}, expected only {bind}"
 
 
 @pytest.mark.parametrize(("service", "port"), [("db", 5432), ("ml-backend", 9090)])
@@ -112,12 +133,22 @@ def test_ml_backend_network_has_no_route_out(deployment: Deployment, containers:
 
 def test_secret_files_private_to_root(deployment: Deployment) -> None:
     secrets_dir = str(deployment.variables.get("labelstack_secrets_dir", "/etc/labelstack"))
-    paths = [f"{deployment.install_dir}/.env", *deployment.host.check_output("ls -1d %s/*", secrets_dir).split()]
-    for path in paths:
+    listing = deployment.host.check_output("find %s -mindepth 1 -maxdepth 1 -type f", secrets_dir).split()
+    for path in [f"{deployment.install_dir}/.env", *listing]:
         f = deployment.host.file(path)
         assert (f.user, f.mode) == ("root", 0o600), f"{path} is {f.user} {oct(f.mode)}, expected root 0600"
-    directory = deployment.host.file(secrets_dir)
-    assert (directory.user, directory.mode) == ("root", 0o700), f"{secrets_dir} is {oct(directory.mode)}"
+    directories = [secrets_dir]
+    if deployment.host.file(f"{secrets_dir}/tls").exists:
+        directories.append(f"{secrets_dir}/tls")
+        # Keys: the CA's is root's, the certificate's belongs to the proxy (uid 101), which reads it mounted alone.
+        for name, user in (("ca.key", "root"), ("server.key", None)):
+            key = deployment.host.file(f"{secrets_dir}/tls/{name}")
+            if key.exists:
+                assert key.mode == 0o600, f"{key.path} is {oct(key.mode)}"
+                assert user is None or key.user == user, f"{key.path} belongs to {key.user}"
+    for path in directories:
+        directory = deployment.host.file(path)
+        assert (directory.user, directory.mode) == ("root", 0o700), f"{path} is {oct(directory.mode)}"
 
 
 def test_data_directory_owned_by_app_user(deployment: Deployment, containers: dict[str, dict]) -> None:
@@ -156,3 +187,27 @@ def test_app_runs_pinned_label_studio(containers: dict[str, dict], deployment: D
     )
     assert installed == version, f"app runs label-studio {installed}, pinned {version}"
     assert version in containers["app"]["Config"]["Image"], containers["app"]["Config"]["Image"]
+
+
+def test_services_drop_capabilities_and_have_memory_limits(containers: dict[str, dict]) -> None:
+    for service, container in containers.items():
+        host_config = container["HostConfig"]
+        assert host_config["CapDrop"] == ["ALL"], f"{service} keeps capabilities: CapDrop={host_config['CapDrop']}"
+        assert host_config["Memory"] > 0, f"{service} has no memory limit"
+        assert "no-new-privileges:true" in (host_config["SecurityOpt"] or []), f"{service} may gain privileges"
+
+
+def test_plain_http_redirects_to_https(deployment: Deployment) -> None:
+    if not deployment.variables.get("labelstack_proxy_enabled"):
+        pytest.skip("no TLS proxy")
+    port = deployment.variables.get("labelstack_port", 8080)
+    probe = (
+        "import http.client as h; c = h.HTTPConnection('127.0.0.1', %s, timeout=10); "
+        "c.request('GET', '/projects/?page=2', headers={'Host': 'evil.example'}); r = c.getresponse(); "
+        "print(r.status, r.getheader('Location'))"
+    )
+    status, location = deployment.host.check_output("python3 -c %s", probe % port).split()
+    assert status == "301", f"HTTP answered {status} {location}"
+    # To the configured HTTPS URL, whatever Host the client sent.
+    assert location == f"{deployment.url}/projects/?page=2", location
+    assert location.startswith("https://"), location

@@ -77,6 +77,8 @@ def test_no_secret_in_deploy_output(deployment: Deployment, rerun: tuple) -> Non
         ('{"labelstack_url": "example.org/"}', "labelstack_url"),
         ('{"labelstack_db_external": true}', "labelstack_db_external"),
         ('{"labelstack_wsgi_processes": 0}', "labelstack_wsgi_processes"),
+        ('{"labelstack_proxy_enabled": false, "labelstack_bind_address": "0.0.0.0"}', "labelstack_bind_address"),
+        ('{"labelstack_app_memory_limit": "lots"}', "labelstack_app_memory_limit"),
         ('{"docker_engine_service_manager": "upstart"}', "docker_engine_service_manager"),
     ],
 )

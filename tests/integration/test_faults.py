@@ -42,7 +42,9 @@ def all_healthy(deployment: Deployment) -> bool:
         "docker ps --all --filter label=com.docker.compose.project=%s --format '{{.Names}} {{.Status}}'",
         deployment.project_name,
     ).stdout.splitlines()
-    return len(out) == 3 and all("(healthy)" in line for line in out)
+    names = {line.split()[0] for line in out}
+    core = {container(deployment, service) for service in ("app", "db", "ml-backend")}
+    return core <= names and all("(healthy)" in line for line in out)
 
 
 def wait_all_healthy(deployment: Deployment, what: str) -> None:

@@ -80,8 +80,12 @@ def tasks_of(api: Api, project: int) -> list[dict[str, Any]]:
 
 
 def ml_tool(ml_settings: dict[str, str], *args: str) -> str:
-    """Run scripts/labelstack-ml.py with the deployment's settings in its environment (not on its command line)."""
+    """Run scripts/labelstack-ml.py with the deployment's settings in its environment (not on its command line).
+
+    The CA is the local copy the session trusts (REQUESTS_CA_BUNDLE), not the path on the host.
+    """
     env = dict(os.environ, **{k: v for k, v in ml_settings.items() if k.startswith(("LABEL_STUDIO_", "ML_BACKEND_"))})
+    env["LABELSTACK_CA_CERT"] = os.environ.get("REQUESTS_CA_BUNDLE", "")
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts/labelstack-ml.py"), *args, "--credentials", "/nonexistent"],
         env=env,
