@@ -9,54 +9,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from ml.mllib import CONFIG, Api, choice_result, make_texts, ml_tool, tasks_of
+from statelib import Snapshot, snapshot
 
 from conftest import Deployment
 from labelstack_testlib import PlaybookRun, run_playbook, wait_for
 
 N_TASKS = 60
 N_ANNOTATED = 15
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What must survive a backup and restore, as comparable values."""
-
-    projects: dict[int, str]
-    tasks: dict[int, list[int]]  # project -> task ids
-    annotations: dict[int, list[tuple[int, str]]]  # task -> (annotation id, result)
-    predictions: dict[int, list[tuple[int, str, float | None]]]  # task -> (prediction id, model_version, score)
-    files: dict[str, str]  # path under the data directories -> sha256
-
-
-def _files(deployment: Deployment) -> dict[str, str]:
-    out = deployment.host.check_output(
-        "cd / && find %s %s -type f -print0 | sort -z | xargs -0 -r sha256sum",
-        deployment.credentials["LABELSTACK_APP_DATA_DIR"],
-        deployment.credentials["LABELSTACK_ML_DATA_DIR"],
-    )
-    return {path: digest for digest, path in (line.split(maxsplit=1) for line in out.splitlines())}
-
-
-def snapshot(api: Api, deployment: Deployment) -> Snapshot:
-    projects = {p["id"]: p["title"] for p in api.all_projects()}
-    tasks: dict[int, list[int]] = {}
-    annotations: dict[int, list[tuple[int, str]]] = {}
-    predictions: dict[int, list[tuple[int, str, float | None]]] = {}
-    for project in projects:
-        listed = tasks_of(api, project)
-        tasks[project] = sorted(t["id"] for t in listed)
-        for task in listed:
-            annotations[task["id"]] = sorted(
-                (a["id"], json.dumps(a["result"], sort_keys=True)) for a in task.get("annotations") or []
-            )
-            predictions[task["id"]] = sorted(
-                (p["id"], p["model_version"], p["score"]) for p in task.get("predictions") or []
-            )
-    return Snapshot(projects, tasks, annotations, predictions, _files(deployment))
 
 
 @pytest.fixture(scope="module")

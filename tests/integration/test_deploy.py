@@ -19,7 +19,7 @@ def _containers(deployment: Deployment) -> dict[str, str]:
 
 def _secret_digests(deployment: Deployment) -> str:
     secrets_dir = deployment.variables.get("labelstack_secrets_dir", "/etc/labelstack")
-    return deployment.host.check_output("sha256sum %s/*", secrets_dir)
+    return deployment.host.check_output("find %s -type f -print0 | sort -z | xargs -0 sha256sum", secrets_dir)
 
 
 @pytest.fixture(scope="module")

@@ -92,10 +92,17 @@ def test_training_again_changes_the_model_version(api: Api, ml_project: MlProjec
         version = api.call("GET", f"/api/projects/{ml_project.id}")["model_version"]
         return version if version != before else None
 
-    after = wait_for(new_version, TRAIN_TIMEOUT, f"model_version stayed {before} after a new annotation", 2)
-    # Label Studio learns the backend's version from /setup, which it calls before predicting.
-    retrieve_predictions(api, ml_project, [sorted(ml_project.texts)[-1]])
-    assert api.call("GET", f"/api/ml/{ml_project.ml_backend}")["model_version"] == after
+    wait_for(new_version, TRAIN_TIMEOUT, f"model_version stayed {before} after a new annotation", 2)
+
+    # Label Studio learns the backend's version from /setup, which it calls before predicting. Trainings
+    # queued by the earlier annotations may still publish newer versions: wait until both sides agree.
+    def agreed() -> str | None:
+        retrieve_predictions(api, ml_project, [sorted(ml_project.texts)[-1]])
+        project = api.call("GET", f"/api/projects/{ml_project.id}")["model_version"]
+        backend = api.call("GET", f"/api/ml/{ml_project.ml_backend}")["model_version"]
+        return project if project == backend else None
+
+    assert wait_for(agreed, TRAIN_TIMEOUT, "Label Studio never learned the backend's new version", 2) != before
 
 
 def test_model_survives_a_backend_restart(api: Api, ml_project: MlProject, deployment: Deployment) -> None:
