@@ -18,7 +18,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deploy check down destroy backup restore lint unit smoke test lock clean
+.PHONY: help venv deploy check down destroy backup restore bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ backup: venv ## Back up the database, data directories and secrets on INVENTORY 
 restore: venv ## Restore BACKUP=<name> on INVENTORY (verified first; the current state is backed up)
 	@test -n "$(BACKUP)" || { echo "FAIL: name the backup: make restore BACKUP=<YYYYMMDDTHHMMSSZ>" >&2; exit 2; }
 	$(PLAYBOOK) -i $(INVENTORY) ansible/restore.yml -e '{"labelstack_restore_backup": "$(BACKUP)"}' $(ANSIBLE_ARGS)
+
+bench-backup: venv ## Time backup and restore of a 20k-task project on TEST_INVENTORY (replaces its data)
+	$(BIN)/python scripts/bench-backup.py --inventory $(TEST_INVENTORY)
 
 lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec drift check
 	$(BIN)/yamllint --strict .
