@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import ssl
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -18,7 +19,12 @@ ROUNDS = 20
 def test_kept_alive_connection_is_answered_or_closed_explicitly(target: Target) -> None:
     """An HTTP/1.1 response without `Connection: close` promises the connection can be reused."""
     url = urlsplit(target.url)
-    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    connection = (
+        # The default context trusts SSL_CERT_FILE: the deployment's generated CA in this session.
+        http.client.HTTPSConnection(url.hostname or "", url.port, timeout=10, context=ssl.create_default_context())
+        if url.scheme == "https"
+        else http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    )
     try:
         connection.request("GET", "/api/version")
         first = connection.getresponse()
