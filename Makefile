@@ -18,7 +18,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deploy bundle check down destroy backup restore lint unit smoke test lock clean
+.PHONY: help venv deploy bundle test-hosts check down destroy backup restore lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,11 @@ smoke: venv ## Verify the deployment on INVENTORY (testinfra host checks + label
 test: lint unit ## Lint, unit tests, then deploy the test stack and run the whole suite against it
 	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml --inventory $(TEST_INVENTORY) --deploy \
 	  --junitxml=$(REPORTS)/test.xml
+
+test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a bundle), test them, smoke them, remove them
+	$(BIN)/pytest tests/hosts --keep-testhosts --junitxml=$(REPORTS)/hosts.xml
+	$(BIN)/pytest tests/infra tests/smoke tests/ml --inventory inventory/test-hosts --junitxml=$(REPORTS)/hosts-smoke.xml
+	scripts/testhosts.sh down
 
 lock: ## Regenerate requirements.lock from requirements.in
 	rm -rf .venv-lock && python3 -m venv .venv-lock
