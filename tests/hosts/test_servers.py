@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from labelstack_testlib import REPO, PlaybookRun, parse_env_file
+from labelstack_testlib import REPO, PlaybookRun, parse_env_file, run_playbook
 
-from .conftest import Provisioned
+from .conftest import INVENTORY, Provisioned
 
 DB_ADDRESS = "10.213.7.11"
 TEST_NETWORK = "labelstack-th"
@@ -117,3 +117,11 @@ def test_database_password_generated_on_the_controller_and_never_printed(
     for run in (provisioned.docker_run, provisioned.first_run, provisioned.second_run):
         assert password not in run.output
     assert REPO not in CONTROLLER_SECRET.parents
+
+
+def test_offline_app_host_deploys_again_with_stale_package_lists(app: testinfra.host.Host) -> None:
+    """Hours later apt would refresh its lists before installing: an air-gapped host must not need to."""
+    app.check_output("touch -d '3 hours ago' /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists")
+    run = run_playbook("site.yml", INVENTORY, "--limit", "app")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.recap()["app"]["changed"] == 0, changed_on(run, "app")
