@@ -18,7 +18,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deploy check down destroy backup restore bench-backup lint unit smoke test lock clean
+.PHONY: help venv deploy bundle test-hosts check down destroy backup restore bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,9 @@ venv: $(BIN)/ansible-playbook ## Create the tooling virtualenv (.venv) from requ
 
 deploy: venv ## Deploy (or update) Label Studio on INVENTORY (default: this machine)
 	$(PLAYBOOK) -i $(INVENTORY) ansible/site.yml $(ANSIBLE_ARGS)
+
+bundle: venv ## Build the images here and save them for air-gapped hosts (labelstack_image_bundle of INVENTORY)
+	$(PLAYBOOK) -i $(INVENTORY) ansible/bundle.yml $(ANSIBLE_ARGS)
 
 check: venv ## Dry-run the deploy on INVENTORY and show what would change
 	$(PLAYBOOK) -i $(INVENTORY) ansible/site.yml --check --diff $(ANSIBLE_ARGS)
@@ -70,6 +73,11 @@ smoke: venv ## Verify the deployment on INVENTORY (testinfra host checks + label
 test: lint unit ## Lint, unit tests, then deploy the test stack and run the whole suite against it
 	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml --inventory $(TEST_INVENTORY) --deploy \
 	  --junitxml=$(REPORTS)/test.xml
+
+test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a bundle), test them, smoke them, remove them
+	$(BIN)/pytest tests/hosts --keep-testhosts --junitxml=$(REPORTS)/hosts.xml
+	$(BIN)/pytest tests/infra tests/smoke tests/ml --inventory inventory/test-hosts --junitxml=$(REPORTS)/hosts-smoke.xml
+	scripts/testhosts.sh down
 
 lock: ## Regenerate requirements.lock from requirements.in
 	rm -rf .venv-lock && python3 -m venv .venv-lock

@@ -1,0 +1,79 @@
+"""Fresh test servers (scripts/testhosts.sh) provisioned over SSH: db host + offline app host from a bundle."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import testinfra
+
+from labelstack_testlib import REPO, PlaybookRun, run_playbook
+
+INVENTORY = "inventory/test-hosts"
+TESTHOSTS = REPO / "scripts" / "testhosts.sh"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--keep-testhosts", action="store_true", help="leave the test hosts running after the session")
+
+
+def testhosts(*args: str) -> str:
+    """Run scripts/testhosts.sh; fail the session with its output when it fails."""
+    proc = subprocess.run([str(TESTHOSTS), *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        pytest.exit(f"FAIL: scripts/testhosts.sh {' '.join(args)}:\n{proc.stdout}{proc.stderr}", returncode=1)
+    return proc.stdout
+
+
+def deploy_or_exit(playbook: str, *args: str) -> PlaybookRun:
+    run = run_playbook(playbook, INVENTORY, *args)
+    if run.returncode != 0:
+        pytest.exit(f"FAIL: {playbook} {' '.join(args)} on {INVENTORY} failed:\n{run.output[-6000:]}", returncode=1)
+    return run
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The deploy runs made against the fresh hosts."""
+
+    docker_run: PlaybookRun  # Docker installed on both hosts, network still open (it needs the Debian mirror)
+    first_run: PlaybookRun  # the stack, with the app host offline and images from the bundle
+    second_run: PlaybookRun
+
+
+@pytest.fixture(scope="session")
+def provisioned(request: pytest.FixtureRequest) -> Iterator[Provisioned]:
+    """Two hosts from nothing: Docker on both, then the app host offline, then the whole deploy twice."""
+    testhosts("down")
+    try:
+        yield provision()
+    finally:
+        if not request.config.getoption("--keep-testhosts"):
+            testhosts("down")
+
+
+def provision() -> Provisioned:
+    testhosts("up")
+    deploy_or_exit("bundle.yml")
+    docker_run = deploy_or_exit("site.yml", "--tags", "docker_engine")
+    testhosts("offline", "app")
+    first_run = deploy_or_exit("site.yml")
+    second_run = deploy_or_exit("site.yml")
+    return Provisioned(docker_run, first_run, second_run)
+
+
+def host(name: str) -> testinfra.host.Host:
+    """A test host reached over SSH the way Ansible reaches it (testinfra's ansible backend)."""
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(REPO / INVENTORY))
+
+
+@pytest.fixture(scope="session")
+def app(provisioned: Provisioned) -> testinfra.host.Host:
+    return host("app")
+
+
+@pytest.fixture(scope="session")
+def db(provisioned: Provisioned) -> testinfra.host.Host:
+    return host("db")
