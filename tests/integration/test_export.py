@@ -59,6 +59,7 @@ def test_export_holds_every_task_and_annotation(deployment: Deployment, api: Api
     assert sum(len(t["annotations"]) for t in tasks) == 1
     leftovers = deployment.host.run("ls %s/export", deployment.credentials["LABELSTACK_APP_DATA_DIR"]).stdout
     assert files[0].name not in leftovers, "the export was left in the host's data directory"
+    assert f"project-{project}-at-" not in leftovers, "the exporter's own copy was left in the host's data directory"
 
 
 def test_export_of_an_unknown_project_fails_with_a_message(deployment: Deployment, tmp_path: Path) -> None:
