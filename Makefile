@@ -11,6 +11,9 @@ VENV ?= .venv
 REPORTS ?= reports
 CONFIRM_DESTROY_DATA ?= no
 BACKUP ?=
+PROJECT ?=
+EXPORT_DIR ?= exports
+BENCH_ARGS ?=
 ANSIBLE_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -18,7 +21,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deploy bundle test-hosts check down destroy backup restore bench-backup lint unit smoke test lock clean
+.PHONY: help venv deploy bundle test-hosts check down destroy backup restore export bench bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +56,14 @@ backup: venv ## Back up the database, data directories and secrets on INVENTORY 
 restore: venv ## Restore BACKUP=<name> on INVENTORY (verified first; the current state is backed up)
 	@test -n "$(BACKUP)" || { echo "FAIL: name the backup: make restore BACKUP=<YYYYMMDDTHHMMSSZ>" >&2; exit 2; }
 	$(PLAYBOOK) -i $(INVENTORY) ansible/restore.yml -e '{"labelstack_restore_backup": "$(BACKUP)"}' $(ANSIBLE_ARGS)
+
+export: venv ## Export project PROJECT=<id> on INVENTORY as JSON into EXPORT_DIR, outside any HTTP timeout
+	@test -n "$(PROJECT)" || { echo "FAIL: name the project: make export PROJECT=<id>" >&2; exit 2; }
+	$(PLAYBOOK) -i $(INVENTORY) ansible/export.yml \
+	  -e '{"labelstack_export_project": $(PROJECT), "labelstack_export_dest": "$(abspath $(EXPORT_DIR))"}' $(ANSIBLE_ARGS)
+
+bench: venv ## Benchmark the stack of INVENTORY (this machine) against the quick start; results in reports/bench
+	$(BIN)/python scripts/bench.py --inventory $(INVENTORY) --output-dir $(REPORTS)/bench $(BENCH_ARGS)
 
 bench-backup: venv ## Time backup and restore of a 20k-task project on TEST_INVENTORY (replaces its data)
 	$(BIN)/python scripts/bench-backup.py --inventory $(TEST_INVENTORY)
