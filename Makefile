@@ -81,14 +81,15 @@ unit: venv ## Unit tests (no stack needed)
 smoke: venv ## Verify the deployment on INVENTORY (testinfra host checks + label-studio-sdk round trips)
 	$(BIN)/pytest tests/infra tests/smoke tests/ml --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
 
-test: lint unit ## Lint, unit tests, then deploy the test stack and run the whole suite against it
+test: lint unit ## Lint, unit tests, the whole suite against a test stack on this machine, then on two SSH test hosts
 	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml --inventory $(TEST_INVENTORY) --deploy \
 	  --junitxml=$(REPORTS)/test.xml
+	$(MAKE) --no-print-directory test-hosts
 
 test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a bundle), test them, smoke them, remove them
-	$(BIN)/pytest tests/hosts --keep-testhosts --junitxml=$(REPORTS)/hosts.xml
+	trap 'scripts/testhosts.sh down' EXIT; \
+	$(BIN)/pytest tests/hosts --keep-testhosts --junitxml=$(REPORTS)/hosts.xml; \
 	$(BIN)/pytest tests/infra tests/smoke tests/ml --inventory inventory/test-hosts --junitxml=$(REPORTS)/hosts-smoke.xml
-	scripts/testhosts.sh down
 
 lock: ## Regenerate requirements.lock from requirements.in
 	rm -rf .venv-lock && python3 -m venv .venv-lock
