@@ -39,12 +39,12 @@ class Client:
     """The deployment's API with the admin token, trusting its generated CA if it has one."""
 
     def __init__(self, url: str, token: str, verify: str | bool) -> None:
-        self.url, self.session = url, requests.Session()
+        self.url, self.session, self.verify = url, requests.Session(), verify
         self.session.headers["Authorization"] = f"Token {token}"
-        self.session.verify = verify
 
     def call(self, method: str, path: str, **kwargs: object) -> object:
-        response = self.session.request(method, f"{self.url}{path}", timeout=1800, **kwargs)
+        # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment.
+        response = self.session.request(method, f"{self.url}{path}", timeout=1800, verify=self.verify, **kwargs)
         if response.status_code >= 400:
             fail(f"{method} {path}: HTTP {response.status_code}: {response.text[:300]}")
         return response.json() if response.content else None
@@ -84,7 +84,7 @@ def main() -> None:
         try:
             result = measure(api, project["id"], args)
         finally:
-            api.session.delete(f"{api.url}/api/projects/{project['id']}", timeout=600)
+            api.session.delete(f"{api.url}/api/projects/{project['id']}", timeout=600, verify=api.verify)
     out = REPO / "reports" / "bench" / "backup.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -183,12 +183,14 @@ class Client:
         if session is None:
             session = requests.Session()
             session.headers.update(self._headers)
-            session.verify = self._verify
             self._local.session = session
         return session
 
     def call(self, method: str, path: str, ok: tuple[int, ...] = (200, 201), **kwargs: object) -> requests.Response:
-        response = self._session().request(method, self.url + path, timeout=REQUEST_TIMEOUT, **kwargs)
+        # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment.
+        response = self._session().request(
+            method, self.url + path, timeout=REQUEST_TIMEOUT, verify=self._verify, **kwargs
+        )
         if response.status_code not in ok:
             raise BenchError(f"{method} {path} answered {response.status_code}: {response.text[:300]}")
         return response
