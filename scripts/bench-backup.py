@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -26,7 +27,11 @@ import testinfra
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from labelstack_testlib import parse_env_file, run_playbook  # noqa: E402 - the test helpers, found above
+from labelstack_testlib import VENV_BIN, parse_env_file, run_playbook  # noqa: E402 - the test helpers, found above
+
+# testinfra's ansible backend runs ansible-inventory: the venv's, with this repository's config.
+os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
 
 CONFIG = '<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/><Choice value="b"/></Choices></View>'  # noqa: E501
 
