@@ -17,19 +17,18 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import requests
-import testinfra
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from labelstack_testlib import VENV_BIN, parse_env_file, run_playbook  # noqa: E402 - the test helpers, found above
+# The benchmark's client and its way of finding a deployment's credentials (this script's folder is on sys.path).
+from bench import BenchError, Client, inventory_credentials, read_env_file  # noqa: E402
 
-# testinfra's ansible backend runs ansible-inventory: the venv's, with this repository's config.
+from labelstack_testlib import VENV_BIN, run_playbook  # noqa: E402 - the test helpers, found above
+
+# ansible-inventory and ansible-playbook: the venv's, with this repository's config.
 os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 os.environ["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
 
@@ -40,19 +39,8 @@ def fail(message: str) -> None:
     sys.exit(f"FAIL: {message}")
 
 
-class Client:
-    """The deployment's API with the admin token, trusting its generated CA if it has one."""
-
-    def __init__(self, url: str, token: str, verify: str | bool) -> None:
-        self.url, self.session, self.verify = url, requests.Session(), verify
-        self.session.headers["Authorization"] = f"Token {token}"
-
-    def call(self, method: str, path: str, **kwargs: object) -> object:
-        # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment.
-        response = self.session.request(method, f"{self.url}{path}", timeout=1800, verify=self.verify, **kwargs)
-        if response.status_code >= 400:
-            fail(f"{method} {path}: HTTP {response.status_code}: {response.text[:300]}")
-        return response.json() if response.content else None
+def call(api: Client, method: str, path: str, **kwargs: object) -> dict:
+    return api.call(method, path, **kwargs).json()
 
 
 def playbook(name: str, inventory: str, extra: dict[str, object] | None = None) -> tuple[float, str]:
@@ -71,25 +59,21 @@ def main() -> None:
     parser.add_argument("--annotations", type=int, default=200, help="annotated tasks (default 200)")
     args = parser.parse_args()
 
-    hosts = testinfra.get_hosts(["ansible://labelstack"], ansible_inventory=str(REPO / args.inventory))
-    if not hosts:
-        fail(f"inventory {args.inventory} has no host in group 'labelstack'")
-    host = hosts[0]
-    secrets_dir = host.ansible.get_variables().get("labelstack_secrets_dir", "/etc/labelstack")
-    creds = parse_env_file(host.file(f"{secrets_dir}/credentials.env").content_string)
-    with tempfile.NamedTemporaryFile(suffix=".crt") as ca:
-        verify: str | bool = True
-        if creds.get("LABELSTACK_CA_CERT"):
-            ca.write(host.file(creds["LABELSTACK_CA_CERT"]).content)
-            ca.flush()
-            verify = ca.name
-        api = Client(creds["LABEL_STUDIO_URL"], creds["LABEL_STUDIO_API_KEY"], verify)
+    try:
+        creds = read_env_file(inventory_credentials(args.inventory))
+        api = Client(
+            creds.get("LABELSTACK_LOCAL_URL") or creds["LABEL_STUDIO_URL"],
+            creds["LABEL_STUDIO_API_KEY"],
+            creds.get("LABELSTACK_CA_CERT") or True,
+        )
         title = f"bench-backup-{uuid.uuid4().hex[:8]}"
-        project = api.call("POST", "/api/projects", json={"title": title, "label_config": CONFIG})
+        project = call(api, "POST", "/api/projects", json={"title": title, "label_config": CONFIG})
         try:
             result = measure(api, project["id"], args)
         finally:
-            api.session.delete(f"{api.url}/api/projects/{project['id']}", timeout=600, verify=api.verify)
+            api.call("DELETE", f"/api/projects/{project['id']}", ok=(204, 404))
+    except BenchError as exc:
+        fail(str(exc))
     out = REPO / "reports" / "bench" / "backup.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -98,7 +82,8 @@ def main() -> None:
 
 def measure(api: Client, pid: int, args: argparse.Namespace) -> dict[str, object]:
     started = time.monotonic()
-    created = api.call(
+    created = call(
+        api,
         "POST",
         f"/api/projects/{pid}/import?return_task_ids=true",
         json=[{"text": f"task {i} of the backup benchmark"} for i in range(args.tasks)],
@@ -116,7 +101,7 @@ def measure(api: Client, pid: int, args: argparse.Namespace) -> dict[str, object
     restore_seconds, _ = playbook(
         "restore.yml", args.inventory, {"labelstack_restore_backup": name, "labelstack_restore_safety_backup": False}
     )
-    restored = api.call("GET", f"/api/projects/{pid}")
+    restored = call(api, "GET", f"/api/projects/{pid}")
     if restored["task_number"] != args.tasks or restored["num_tasks_with_annotations"] != args.annotations:
         fail(f"restored project: {restored['task_number']} tasks, {restored['num_tasks_with_annotations']} annotated")
     return {
