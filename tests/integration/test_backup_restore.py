@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from ml.mllib import CONFIG, Api, choice_result, make_texts, ml_tool, tasks_of
+from ml.mllib import CONFIG, Api, choice_result, make_texts, ml_tool, tasks_of, wait_until_learned
 from statelib import Snapshot, snapshot
 
 from conftest import Deployment
@@ -55,6 +55,7 @@ def project_with_everything(api: Api, deployment: Deployment) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def backup(deployment: Deployment, api: Api, project_with_everything: int) -> tuple[PlaybookRun, Snapshot]:
+    wait_until_learned(deployment.host, deployment.project_name)
     before = snapshot(api, deployment)
     assert any(before.predictions.values()), "the project has no prediction to back up"
     run = run_playbook("backup.yml", deployment.inventory)

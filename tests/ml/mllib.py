@@ -10,10 +10,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import testinfra.host
 from smoke.smokelib import Api as HttpApi
 from smoke.smokelib import JsonValue, expect
 
-from labelstack_testlib import REPO
+from labelstack_testlib import REPO, wait_for
 
 LABELS = ("Sports", "Finance", "Weather")
 # Three vocabularies sharing many words, so a single shared word never decides the label.
@@ -96,3 +97,15 @@ def ml_tool(ml_settings: dict[str, str], *args: str) -> str:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
+
+
+def wait_until_learned(host: testinfra.host.Host, project_name: str, timeout: float = 180) -> None:
+    """Wait until the ML backend has no training queued or running (its /health lists none).
+
+    Trainings publish predictions; a snapshot taken while one runs misses the predictions it is about to store.
+    """
+    probe = (
+        f"docker exec {project_name}-ml-backend-1 python3 -c 'import json, urllib.request; "
+        'print(json.load(urllib.request.urlopen("http://127.0.0.1:9090/health", timeout=4))["training"])\''
+    )
+    wait_for(lambda: host.check_output(probe) == "[]" or None, timeout, "the ML backend never stopped training", 1)

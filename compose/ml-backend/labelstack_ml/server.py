@@ -89,6 +89,11 @@ class Registry:
         with self.lock:
             return self.models.get(project)
 
+    def training(self) -> list[int]:
+        """Projects with a training queued or running: empty once every annotation so far is learned."""
+        with self.lock:
+            return sorted(self.pending | self.running)
+
     def schedule(self, project: int) -> None:
         """Train `project` soon, in the background; one run at a time per project."""
         with self.lock:
@@ -258,7 +263,7 @@ def require_basic_auth() -> Response | None:
 @app.get("/health")
 @app.get("/")
 def health() -> Response:
-    return jsonify({"status": "UP", "model_class": MODEL_CLASS.__name__})
+    return jsonify({"status": "UP", "model_class": MODEL_CLASS.__name__, "training": registry.training()})
 
 
 @app.post("/setup")
