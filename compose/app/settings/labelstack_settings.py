@@ -1,4 +1,4 @@
-"""Label Studio's settings plus the database tuning its environment variables cannot express.
+"""Label Studio's settings plus the tuning its environment variables cannot express.
 
 Mounted into the app container and selected with DJANGO_SETTINGS_MODULE=labelstack_settings.
 """
@@ -18,3 +18,7 @@ os.environ["DJANGO_SETTINGS_MODULE"] = _this_module
 # health checks drop one that died (e.g. after a database restart) before a request uses it.
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("LABELSTACK_DB_CONN_MAX_AGE", "0"))  # noqa: F405
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # noqa: F405
+
+# Task lists and exports without a query per task and relation (see labelstack_batching).
+if os.environ.get("LABELSTACK_APP_BATCH_QUERIES", "false") == "true":
+    INSTALLED_APPS = [*INSTALLED_APPS, "labelstack_batching.BatchingConfig"]  # noqa: F405

@@ -1,0 +1,86 @@
+"""labelstack_batching: task-list pages and exports load drafts and comment authors per page, not per task.
+
+The same project is rendered by the real views twice, inside the app container: once with the batching app
+(the deploy's setting) and once without it (Label Studio as shipped). The outputs must be identical, and
+only the batched one may do a number of queries that does not grow with the page size.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ml.mllib import CONFIG, Api, choice_result
+
+from conftest import Deployment
+
+PROBE = Path(__file__).with_name("batching_probe.py")
+N_TASKS = 120
+
+
+def probe(deployment: Deployment, mode: str, project: int | None = None, batched: bool = True) -> dict[str, Any]:
+    app = f"{deployment.project_name}-app-1"
+    env = f"-e PROBE_MODE={mode} -e PROBE_PROJECT={project or 0} -e LABELSTACK_APP_BATCH_QUERIES={str(batched).lower()}"
+    package_dir = "\\$(python3 -c 'import label_studio, os; print(os.path.dirname(label_studio.__file__))')"
+    command = f'docker exec -i {env} {app} sh -c "cd {package_dir} && python3 manage.py shell" < {PROBE}'
+    out = deployment.host.run(command)
+    assert out.rc == 0, f"probe {mode} failed (rc {out.rc}): {out.stderr[-3000:]}"
+    line = next((line for line in out.stdout.splitlines() if line.startswith("RESULT ")), None)
+    assert line, f"probe {mode} printed no result: {out.stdout[-2000:]} {out.stderr[-2000:]}"
+    return json.loads(line.removeprefix("RESULT "))
+
+
+@pytest.fixture(scope="module")
+def project(deployment: Deployment) -> Iterator[int]:
+    api = Api(deployment.url, deployment.api_key)
+    created = api.call("POST", "/api/projects", {"title": f"batching-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})
+    pid = created["id"]
+    try:
+        ids = api.call("POST", f"/api/projects/{pid}/import?return_task_ids=true",
+                       [{"text": f"batching {i}"} for i in range(N_TASKS)])["task_ids"]  # fmt: skip
+        for task_id in ids[:5]:
+            api.call("POST", f"/api/tasks/{task_id}/annotations?project={pid}", {"result": choice_result("Sports")})
+        for task_id in ids[1:4]:
+            api.call("POST", f"/api/tasks/{task_id}/drafts", {"result": choice_result("Finance"), "lead_time": 2.0})
+        probe(deployment, "setup", pid)
+        yield pid
+    finally:
+        api.call("DELETE", f"/api/projects/{pid}", ok=(204, 404))
+        probe(deployment, "cleanup")
+
+
+@pytest.fixture(scope="module")
+def renders(deployment: Deployment, project: int) -> dict[bool, dict[str, Any]]:
+    return {batched: probe(deployment, "render", project, batched) for batched in (True, False)}
+
+
+def test_the_deployed_app_batches(deployment: Deployment) -> None:
+    app = f"{deployment.project_name}-app-1"
+    env = deployment.host.check_output("docker exec %s printenv LABELSTACK_APP_BATCH_QUERIES", app)
+    assert env == "true", f"LABELSTACK_APP_BATCH_QUERIES={env!r} in the app container"
+
+
+@pytest.mark.parametrize("view", ["page10", "page100", "export"])
+def test_batched_output_is_label_studios_output(renders: dict[bool, dict[str, Any]], view: str) -> None:
+    assert renders[True][view]["body"] == renders[False][view]["body"]
+
+
+def test_the_probe_covers_drafts_and_comment_authors(renders: dict[bool, dict[str, Any]]) -> None:
+    page = renders[True]["page100"]["body"]["tasks"]
+    assert sum(bool(t["drafts"]) for t in page) == 3, "the admin's three drafts (only the requester's are listed)"
+    assert sum(len(t["comment_authors"]) == 2 for t in page) == 4, [t["comment_authors"] for t in page]
+    exported = renders[True]["export"]["body"]
+    assert len(exported) == N_TASKS
+    assert sum(len(t["drafts"]) for t in exported) == 6, "every user's drafts are exported"
+
+
+def test_batched_queries_do_not_grow_with_the_page(renders: dict[bool, dict[str, Any]]) -> None:
+    batched, shipped = renders[True], renders[False]
+    assert batched["page100"]["queries"] == batched["page10"]["queries"], batched
+    # Label Studio as shipped: two more queries per task (if this fails, upstream fixed it: drop the app).
+    assert shipped["page100"]["queries"] - shipped["page10"]["queries"] >= 2 * 90, shipped
+    assert batched["export"]["queries"] < 40 <= N_TASKS * 2 <= shipped["export"]["queries"], (batched, shipped)
