@@ -12,11 +12,11 @@ If a Label Studio upgrade renames what is adjusted here, the app logs a warning 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
 
 from django.apps import AppConfig
-from django.db.models import QuerySet, prefetch_related_objects
-from rest_framework.serializers import ListSerializer
+from django.db.models import Manager, Model, QuerySet, prefetch_related_objects
+from rest_framework.serializers import ListSerializer, Serializer
 
 RELATED = ("drafts", "comment_authors")
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class BatchedListSerializer(ListSerializer):
     """A list serializer that loads RELATED for all of its tasks in one query each."""
 
-    def to_representation(self, data: Any) -> list[Any]:
+    def to_representation(self, data: Iterable[Model]) -> list[dict[str, object]]:
         if isinstance(data, QuerySet):
             data = data.prefetch_related(*RELATED)
         elif isinstance(data, list):
@@ -33,7 +33,7 @@ class BatchedListSerializer(ListSerializer):
         return super().to_representation(data)
 
 
-def own_drafts(self: Any, user: Any, drafts: Any) -> list[Any]:
+def own_drafts(self: Serializer, user: Model, drafts: Manager) -> list[Model]:
     """The requesting user's drafts, filtered from the prefetched ones (Label Studio filters in SQL, per task)."""
     return [draft for draft in drafts.all() if draft.user_id == user.id]
 
