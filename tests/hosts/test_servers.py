@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -75,29 +76,32 @@ def test_postgresql_answers_the_app_host(app: testinfra.host.Host) -> None:
     assert ready.rc == 0, ready.stdout + ready.stderr
 
 
-@pytest.mark.parametrize("network", [TEST_NETWORK, "bridge"])
-def test_postgresql_refuses_a_third_container(provisioned: Provisioned, app: testinfra.host.Host, network: str) -> None:
-    """Another container, on the test network (the app host's peers) or another one: no PostgreSQL."""
+def from_third_container(network: str, script: str, env: dict[str, str] | None = None) -> str:
+    """Output of a bash script run in a throwaway container (PostgreSQL's client image) on `network`.
+
+    Variables of `env` reach it through docker's environment, never its command line.
+    """
     image = subprocess.run(
         ["docker", "image", "ls", "labelstack/postgres", "--format", "{{.Repository}}:{{.Tag}}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()[0]
-    probe = [
-        "docker",
-        "run",
-        "--rm",
-        "--network",
+    names = [arg for name in env or {} for arg in ("-e", name)]
+    probe = ["docker", "run", "--rm", "--network", network, *names, "--entrypoint", "bash", image, "-c", script]
+    environment = {**os.environ, **(env or {})}
+    result = subprocess.run(probe, capture_output=True, text=True, timeout=60, check=True, env=environment)
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("network", [TEST_NETWORK, "bridge"])
+def test_postgresql_refuses_a_third_container(provisioned: Provisioned, app: testinfra.host.Host, network: str) -> None:
+    """Another container, on the test network (the app host's peers) or another one: no PostgreSQL."""
+    out = from_third_container(
         network,
-        "--entrypoint",
-        "bash",
-        image,
-        "-c",
         f"pg_isready -h {DB_ADDRESS} -t 5; echo pg=$?;"
         f" timeout 5 bash -c 'exec 3<>/dev/tcp/{DB_ADDRESS}/22'; echo ssh=$?",
-    ]
-    out = subprocess.run(probe, capture_output=True, text=True, timeout=60, check=True).stdout
+    )
     assert "pg=0" not in out, out
     if network == TEST_NETWORK:
         # The same container reaches the db host's sshd: the firewall, not routing, keeps it from PostgreSQL.
@@ -125,3 +129,28 @@ def test_offline_app_host_deploys_again_with_stale_package_lists(app: testinfra.
     run = run_playbook("site.yml", INVENTORY, "--limit", "app")
     assert run.returncode == 0, run.output[-3000:]
     assert run.recap()["app"]["changed"] == 0, changed_on(run, "app")
+
+
+def test_postgresql_refuses_other_sources_without_the_firewall(db: testinfra.host.Host) -> None:
+    """A reboot loses the DOCKER-USER rules (unless persisted): pg_hba.conf must still refuse other sources.
+
+    The rules are removed, a peer with the right password is refused by PostgreSQL itself, and a deploy of the
+    db host puts the rules back.
+    """
+    db.check_output(
+        "iptables -S DOCKER-USER | grep -- '--comment \"labelstack' | sed 's/^-A/-D/'"
+        ' | while read -r rule; do eval iptables "$rule"; done'
+    )
+    try:
+        assert "labelstack" not in db.check_output("iptables -S DOCKER-USER")
+        out = from_third_container(
+            TEST_NETWORK,
+            f"psql -h {DB_ADDRESS} -U labelstudio -d labelstudio -Atc 'select 1'; echo psql=$?",
+            {"PGPASSWORD": CONTROLLER_SECRET.read_text().strip(), "PGCONNECT_TIMEOUT": "5"},
+        )
+        assert "psql=0" not in out, out
+        assert "no pg_hba.conf entry for host" in out, out
+    finally:
+        run = run_playbook("site.yml", INVENTORY, "--limit", "db")
+    assert run.returncode == 0, run.output[-3000:]
+    assert db.check_output("iptables -S DOCKER-USER").count("labelstack") == 2
