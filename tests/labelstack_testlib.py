@@ -34,14 +34,15 @@ class PlaybookRun:
                 hosts[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
         return hosts
 
-    def changed_tasks(self) -> list[str]:
-        """Names of tasks that reported a change (for readable assertion messages)."""
+    def changed_tasks(self, host: str = "") -> list[str]:
+        """Names of tasks that reported a change, on `host` or any (for readable assertion messages)."""
+        marker = f"changed: [{host}]" if host else "changed:"
         names: list[str] = []
         task = ""
         for line in self.output.splitlines():
             if line.startswith("TASK ["):
                 task = line.split("[", 1)[1].rsplit("]", 1)[0]
-            elif line.startswith("changed:"):
+            elif line.startswith(marker):
                 names.append(task)
         return names
 

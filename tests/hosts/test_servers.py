@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from labelstack_testlib import REPO, PlaybookRun, parse_env_file, run_playbook
+from labelstack_testlib import REPO, parse_env_file, run_playbook
 
 from .conftest import INVENTORY, Provisioned
 
@@ -23,18 +23,6 @@ CONTROLLER_SECRET = Path.home() / ".labelstack" / "test-hosts" / "db_password"
 def compose_services(host: testinfra.host.Host) -> list[str]:
     """Names of the running containers on a host."""
     return sorted(host.check_output("docker ps --format '{{.Names}}'").split())
-
-
-def changed_on(run: PlaybookRun, host_name: str) -> list[str]:
-    """Names of the tasks of a run that reported a change on one host."""
-    names: list[str] = []
-    task = ""
-    for line in run.output.splitlines():
-        if line.startswith("TASK ["):
-            task = line.split("[", 1)[1].rsplit("]", 1)[0]
-        elif line.startswith(f"changed: [{host_name}]"):
-            names.append(task)
-    return names
 
 
 def db_image(host: testinfra.host.Host) -> str:
@@ -66,7 +54,7 @@ def test_app_host_runs_label_studio_and_ml_backend_without_a_database(app: testi
 def test_app_host_deployed_without_outbound_network(provisioned: Provisioned, app: testinfra.host.Host) -> None:
     probe = app.run("python3 -c \"import socket; socket.create_connection(('deb.debian.org', 80), timeout=5)\"")
     assert probe.rc != 0, "the app host reached the Debian mirror: it was not offline during the deploy"
-    changed = changed_on(provisioned.first_run, "app")
+    changed = provisioned.first_run.changed_tasks("app")
     assert "labelstack : Load the image into Docker" in changed
     assert not any("Build each image" in task for task in changed)
 
@@ -81,12 +69,7 @@ def from_third_container(network: str, script: str, env: dict[str, str] | None =
 
     Variables of `env` reach it through docker's environment, never its command line.
     """
-    image = subprocess.run(
-        ["docker", "image", "ls", "labelstack/postgres", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()[0]
+    image = db_image(testinfra.get_host("local://"))
     names = [arg for name in env or {} for arg in ("-e", name)]
     probe = ["docker", "run", "--rm", "--network", network, *names, "--entrypoint", "bash", image, "-c", script]
     environment = {**os.environ, **(env or {})}
@@ -128,7 +111,7 @@ def test_offline_app_host_deploys_again_with_stale_package_lists(app: testinfra.
     app.check_output("touch -d '3 hours ago' /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists")
     run = run_playbook("site.yml", INVENTORY, "--limit", "app")
     assert run.returncode == 0, run.output[-3000:]
-    assert run.recap()["app"]["changed"] == 0, changed_on(run, "app")
+    assert run.recap()["app"]["changed"] == 0, run.changed_tasks("app")
 
 
 def test_postgresql_refuses_other_sources_without_the_firewall(db: testinfra.host.Host) -> None:

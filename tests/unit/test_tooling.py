@@ -55,6 +55,8 @@ def test_recap_parsing() -> None:
     assert run.recap()["h1"]["changed"] == 1
     assert run.recap()["h2"] == {"ok": 4, "changed": 0, "unreachable": 0, "failed": 0, "skipped": 2}
     assert run.changed_tasks() == ["x : Do a thing"]
+    assert run.changed_tasks("h1") == ["x : Do a thing"]
+    assert run.changed_tasks("h2") == []
 
 
 def test_env_file_parsing() -> None:
