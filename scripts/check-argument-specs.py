@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Fail when a role's defaults/main.yml and meta/argument_specs.yml (main entry point) list different variables."""
+"""Fail when a role's argument specs drift from its defaults or from its entry points.
+
+For every role: meta/argument_specs.yml's `main` options list exactly the variables of defaults/main.yml,
+each with a description; every entry point (a task file directly in tasks/, helpers live in tasks/steps/)
+has a spec of its own name, and every spec names an entry point.
+"""
 
 from __future__ import annotations
 
@@ -13,30 +18,26 @@ ROLES = Path(__file__).resolve().parent.parent / "ansible" / "roles"
 
 
 def drift(role: Path) -> list[str]:
-    """Messages describing how the role's defaults and argument spec differ (empty when in step)."""
+    """Messages describing how the role's defaults, argument specs and entry points differ (empty when in step)."""
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
-    spec = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
-    options = spec["argument_specs"]["main"].get("options", {})
-    problems = [
-        f"{role.name}: '{name}' is in defaults/main.yml but not in argument_specs"
-        for name in defaults
-        if name not in options
-    ]
-    problems += [
-        f"{role.name}: '{name}' is in argument_specs but has no default in defaults/main.yml"
-        for name in options
-        if name not in defaults
-    ]
-    problems += [
-        f"{role.name}: '{name}' in argument_specs has no description"
-        for name, option in options.items()
-        if not option.get("description")
-    ]
-    return problems
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    options = specs["main"].get("options", {})
+    problems = [f"'{name}' is in defaults/main.yml but not in argument_specs" for name in defaults if name not in options]
+    problems += [f"'{name}' is in argument_specs but has no default in defaults/main.yml" for name in options if name not in defaults]
+    for entry, spec in specs.items():
+        problems += [
+            f"'{name}' in the {entry} spec has no description"
+            for name, option in (spec.get("options") or {}).items()
+            if not option.get("description")
+        ]
+    entry_points = {path.stem for path in (role / "tasks").glob("*.yml")}
+    problems += [f"entry point tasks/{name}.yml has no spec in argument_specs" for name in sorted(entry_points - specs.keys())]
+    problems += [f"spec '{name}' names no entry point (no tasks/{name}.yml)" for name in sorted(specs.keys() - entry_points)]
+    return [f"{role.name}: {message}" for message in problems]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roles", nargs="*", type=Path, help="role directories (default: every role)")
     args = parser.parse_args()
     roles = args.roles or sorted(p for p in ROLES.iterdir() if (p / "meta" / "argument_specs.yml").exists())
@@ -44,7 +45,7 @@ def main() -> int:
     for message in problems:
         print(f"FAIL: {message}", file=sys.stderr)
     if not problems:
-        print(f"argument specs in step with defaults for {len(roles)} roles")
+        print(f"argument specs in step with defaults and entry points for {len(roles)} roles")
     return 1 if problems else 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -42,9 +43,42 @@ def test_docker_installed_and_answering(request: pytest.FixtureRequest, name: st
 
 
 def test_db_host_runs_only_postgresql(db: testinfra.host.Host) -> None:
-    assert compose_services(db) == ["labelstack-db"]
-    health = db.check_output("docker inspect --format '{{.State.Health.Status}}' labelstack-db")
+    assert compose_services(db) == ["labelstack-db-1"]
+    health = db.check_output("docker inspect --format '{{.State.Health.Status}}' labelstack-db-1")
     assert health == "healthy"
+    # The compose service of the bundled database, with the same hardening and its own client rules.
+    config = json.loads(db.check_output("docker inspect --format '{{json .HostConfig}}' labelstack-db-1"))
+    assert config["CapDrop"] == ["ALL"], config
+    assert "no-new-privileges:true" in config["SecurityOpt"], config
+    args = db.check_output("docker inspect --format '{{.Args}}' labelstack-db-1")
+    assert "hba_file=/etc/labelstack/pg_hba.conf" in args
+
+
+def test_db_host_in_pull_mode_keeps_the_pg_hba_fence(db: testinfra.host.Host) -> None:
+    """The official image ignores our entrypoint's variables: the fence must come from the compose service.
+
+    No registry answers here, so pull mode is given an image already on the host (nothing is pulled); the
+    deploy must run it with the mounted pg_hba.conf all the same, and a third container stays refused.
+    """
+    image = db_image(db)
+    pull = {"labelstack_image_bundle": "", "labelstack_image_mode": "pull", "labelstack_pull_db_image": image}
+    extra = json.dumps(pull)
+    run = run_playbook("site.yml", INVENTORY, "--limit", "db", "-e", extra)
+    assert run.returncode == 0, run.output[-3000:]
+    assert f"LABELSTACK_DB_IMAGE={image}" in db.check_output("cat /opt/labelstack/.env")
+    rules = db.check_output("cat /opt/labelstack/db/pg_hba.conf")
+    assert "10.213.7.10/32" in rules, rules
+    assert "all  scram" not in rules, rules
+    out = from_third_container(TEST_NETWORK, f"pg_isready -h {DB_ADDRESS} -t 5; echo pg=$?")
+    assert "pg=0" not in out, out
+
+
+def test_wrong_variable_type_on_the_db_host_fails_naming_it(db: testinfra.host.Host) -> None:
+    before = db.check_output("docker inspect --format '{{.Id}}' labelstack-db-1")
+    run = run_playbook("site.yml", INVENTORY, "--limit", "db", "-e", '{"labelstack_db_allowed_clients": "10.213.7.10"}')
+    assert run.returncode != 0
+    assert "labelstack_db_allowed_clients" in run.output, run.output[-3000:]
+    assert db.check_output("docker inspect --format '{{.Id}}' labelstack-db-1") == before
 
 
 def test_app_host_runs_label_studio_and_ml_backend_without_a_database(app: testinfra.host.Host) -> None:
@@ -137,3 +171,30 @@ def test_postgresql_refuses_other_sources_without_the_firewall(db: testinfra.hos
         run = run_playbook("site.yml", INVENTORY, "--limit", "db")
     assert run.returncode == 0, run.output[-3000:]
     assert db.check_output("iptables -S DOCKER-USER").count("labelstack") == 2
+
+
+def test_backup_covers_the_database_on_the_db_host(app: testinfra.host.Host) -> None:
+    """`make backup` on a multi-host inventory: the app host's backup holds the db host's database."""
+    run = run_playbook("backup.yml", INVENTORY)
+    assert run.returncode == 0, run.output[-3000:]
+    backup_dir = "/var/backups/labelstack"
+    name = app.check_output(f"ls {backup_dir} | grep -E '^[0-9]{{8}}T[0-9]{{6}}Z$' | sort | tail -1")
+    app.check_output(f"cd {backup_dir}/{name} && sha256sum --check --strict --quiet SHA256SUMS")
+    tables = app.check_output(
+        f"docker run --rm -i {db_image(app)} pg_restore --list < {backup_dir}/{name}/database.dump"
+    )
+    assert "TABLE public project " in tables, tables[:2000]
+    assert "TABLE public task " in tables, tables[:2000]
+
+
+def test_down_stops_both_hosts_and_a_deploy_brings_them_back(app: testinfra.host.Host, db: testinfra.host.Host) -> None:
+    run = run_playbook("down.yml", INVENTORY)
+    assert run.returncode == 0, run.output[-3000:]
+    assert compose_services(app) == []
+    assert compose_services(db) == []
+    assert app.file("/srv/labelstack/label-studio").is_directory
+    assert db.file("/srv/labelstack/postgres/PG_VERSION").exists
+    run = run_playbook("site.yml", INVENTORY)
+    assert run.returncode == 0, run.output[-3000:]
+    assert compose_services(db) == ["labelstack-db-1"]
+    assert compose_services(app) == ["labelstack-app-1", "labelstack-ml-backend-1", "labelstack-proxy-1"]

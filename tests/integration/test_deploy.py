@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+
 import pytest
 
 from conftest import Deployment
@@ -87,5 +90,54 @@ def test_bad_variable_fails_before_any_change(deployment: Deployment, extra_vars
     run = run_playbook("site.yml", deployment.inventory, "-e", extra_vars)
     assert run.returncode != 0, f"deploy accepted {extra_vars}"
     assert named in run.output, f"the error does not name {named}:\n{run.output[-2000:]}"
+    assert all(counts["changed"] == 0 for counts in run.recap().values()), run.changed_tasks()
+    assert _containers(deployment) == before, "a refused deploy touched the containers"
+
+
+def _backups(deployment: Deployment) -> str:
+    return deployment.host.check_output("ls -A %s 2>/dev/null || true", deployment.credentials["LABELSTACK_BACKUP_DIR"])
+
+
+@pytest.mark.parametrize(
+    ("playbook", "extra_vars", "named"),
+    [
+        ("backup.yml", '{"labelstack_backup_keep": "seven"}', "labelstack_backup_keep"),
+        (
+            "restore.yml",
+            '{"labelstack_restore_backup": "20260101T000000Z", "labelstack_restore_safety_backup": "maybe"}',
+            "labelstack_restore_safety_backup",
+        ),
+    ],
+)
+def test_wrong_variable_type_on_an_operation_fails_naming_it(
+    deployment: Deployment, playbook: str, extra_vars: str, named: str
+) -> None:
+    before, backups = _containers(deployment), _backups(deployment)
+    run = run_playbook(playbook, deployment.inventory, "-e", extra_vars)
+    assert run.returncode != 0, f"{playbook} accepted {extra_vars}"
+    assert named in run.output, f"the error does not name {named}:\n{run.output[-2000:]}"
+    assert _containers(deployment) == before, f"a refused {playbook} touched the containers"
+    assert _backups(deployment) == backups, f"a refused {playbook} touched the backups"
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "backup.yml", "down.yml"])
+def test_missing_inventory_fails_with_a_message(deployment: Deployment, playbook: str) -> None:
+    before = _containers(deployment)
+    run = run_playbook(playbook, "inventory/no-such-inventory")
+    assert run.returncode != 0, f"{playbook} on a missing inventory exited 0:\n{run.output[-2000:]}"
+    assert "inventory/no-such-inventory has no host in group labelstack" in run.output, run.output[-2000:]
+    assert _containers(deployment) == before
+
+
+def test_busy_port_fails_before_any_container_is_replaced(deployment: Deployment) -> None:
+    """Another process on the port: preflight says so, instead of compose failing after replacing containers."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        before = _containers(deployment)
+        run = run_playbook("site.yml", deployment.inventory, "-e", json.dumps({"labelstack_port": port}))
+    assert run.returncode != 0, "the deploy went ahead on a busy port"
+    assert f"labelstack_port {port} on 127.0.0.1 is already taken by another process" in run.output, run.output[-2000:]
     assert all(counts["changed"] == 0 for counts in run.recap().values()), run.changed_tasks()
     assert _containers(deployment) == before, "a refused deploy touched the containers"

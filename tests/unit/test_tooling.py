@@ -17,12 +17,15 @@ check_argument_specs = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(check_argument_specs)
 
 
-def _role(tmp_path: Path, defaults: str, options: str) -> Path:
+def _role(tmp_path: Path, defaults: str, options: str, entry_points: tuple[str, ...] = ("main",)) -> Path:
     role = tmp_path / "demo"
-    (role / "defaults").mkdir(parents=True)
-    (role / "meta").mkdir()
+    for folder in ("defaults", "meta", "tasks/steps"):
+        (role / folder).mkdir(parents=True)
     (role / "defaults" / "main.yml").write_text(defaults)
     (role / "meta" / "argument_specs.yml").write_text(f"argument_specs:\n  main:\n    options:\n{options}")
+    for name in entry_points:
+        (role / "tasks" / f"{name}.yml").write_text("---\n")
+    (role / "tasks" / "steps" / "helper.yml").write_text("---\n")
     return role
 
 
@@ -41,7 +44,17 @@ def test_drift_names_a_spec_option_without_default_or_description(tmp_path: Path
     role = _role(tmp_path, "demo_a: 1\n", "      demo_a: {description: A, type: int}\n      demo_c: {type: str}\n")
     assert check_argument_specs.drift(role) == [
         "demo: 'demo_c' is in argument_specs but has no default in defaults/main.yml",
-        "demo: 'demo_c' in argument_specs has no description",
+        "demo: 'demo_c' in the main spec has no description",
+    ]
+
+
+def test_drift_names_an_entry_point_without_spec_and_a_spec_without_entry_point(tmp_path: Path) -> None:
+    role = _role(tmp_path, "demo_a: 1\n", "      demo_a: {description: A, type: int}\n", ("main", "backup"))
+    spec = role / "meta" / "argument_specs.yml"
+    spec.write_text(spec.read_text() + "  restore:\n    options: {}\n")
+    assert check_argument_specs.drift(role) == [
+        "demo: entry point tasks/backup.yml has no spec in argument_specs",
+        "demo: spec 'restore' names no entry point (no tasks/restore.yml)",
     ]
 
 
