@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from labelstack_testlib import REPO, parse_env_file, run_playbook
+from labelstack_testlib import REPO, Deployment, host_setting, parse_env_file, run_playbook
 
 from .conftest import INVENTORY, Provisioned
 
@@ -42,13 +42,15 @@ def test_docker_installed_and_answering(request: pytest.FixtureRequest, name: st
 
 
 def test_db_host_runs_only_postgresql(db: testinfra.host.Host) -> None:
-    assert compose_services(db) == ["labelstack-db"]
-    health = db.check_output("docker inspect --format '{{.State.Health.Status}}' labelstack-db")
+    container = f"{host_setting(db, 'labelstack_project_name')}-db"  # a plain container: no compose project
+    assert compose_services(db) == [container]
+    health = db.check_output("docker inspect --format '{{.State.Health.Status}}' %s", container)
     assert health == "healthy"
 
 
-def test_app_host_runs_label_studio_and_ml_backend_without_a_database(app: testinfra.host.Host) -> None:
-    assert compose_services(app) == ["labelstack-app-1", "labelstack-ml-backend-1", "labelstack-proxy-1"]
+def test_app_host_runs_label_studio_and_ml_backend_without_a_database(app_deployment: Deployment) -> None:
+    expected = [app_deployment.container(service) for service in ("app", "ml-backend", "proxy")]
+    assert compose_services(app_deployment.host) == expected
 
 
 def test_app_host_deployed_without_outbound_network(provisioned: Provisioned, app: testinfra.host.Host) -> None:
@@ -92,14 +94,14 @@ def test_postgresql_refuses_a_third_container(provisioned: Provisioned, app: tes
 
 
 def test_database_password_generated_on_the_controller_and_never_printed(
-    provisioned: Provisioned, app: testinfra.host.Host
+    provisioned: Provisioned, app_deployment: Deployment
 ) -> None:
     mode = CONTROLLER_SECRET.stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE(CONTROLLER_SECRET.parent.stat().st_mode) == 0o700
     password = CONTROLLER_SECRET.read_text().strip()
     assert len(password) == 40
-    env = parse_env_file(app.file("/opt/labelstack/.env").content_string)
+    env = parse_env_file(app_deployment.host.file(f"{app_deployment.install_dir}/.env").content_string)
     assert env["LABELSTACK_DB_PASSWORD"] == password
     for run in (provisioned.docker_run, provisioned.first_run, provisioned.second_run):
         assert password not in run.output

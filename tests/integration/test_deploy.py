@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import Deployment
-from labelstack_testlib import PlaybookRun, run_playbook
+from labelstack_testlib import Deployment, PlaybookRun, run_playbook
 
 
 def _containers(deployment: Deployment) -> dict[str, str]:
@@ -18,8 +17,9 @@ def _containers(deployment: Deployment) -> dict[str, str]:
 
 
 def _secret_digests(deployment: Deployment) -> str:
-    secrets_dir = deployment.variables.get("labelstack_secrets_dir", "/etc/labelstack")
-    return deployment.host.check_output("find %s -type f -print0 | sort -z | xargs -0 sha256sum", secrets_dir)
+    return deployment.host.check_output(
+        "find %s -type f -print0 | sort -z | xargs -0 sha256sum", deployment.secrets_dir
+    )
 
 
 @pytest.fixture(scope="module")
