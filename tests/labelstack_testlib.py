@@ -1,7 +1,8 @@
 """The labelstack test library: the deployment under test, its HTTP API, playbook runs, polling.
 
 Every suite imports it (tests/ is on pytest's pythonpath), and so do scripts/bench.py and scripts/bench-backup.py.
-What a deployment is (URL, ports, version, paths) comes from its credentials.env, never from the role's defaults.
+What a deployment is (URL, ports, version, paths) is read from its credentials.env; only where that file lies comes
+from the inventory or the role's defaults.
 """
 
 from __future__ import annotations
@@ -159,7 +160,6 @@ class Deployment:
     inventory: str
     host: testinfra.host.Host
     url: str  # LABEL_STUDIO_URL, without a trailing slash
-    username: str
     password: str = field(repr=False)
     api_key: str = field(repr=False)
     project_name: str  # the compose project
@@ -197,7 +197,6 @@ def load_deployment(inventory: str, host: testinfra.host.Host, tmp: pytest.TempP
             inventory=inventory,
             host=host,
             url=creds["LABEL_STUDIO_URL"].rstrip("/"),
-            username=creds["LABEL_STUDIO_USERNAME"],
             password=creds["LABEL_STUDIO_PASSWORD"],
             api_key=creds["LABEL_STUDIO_API_KEY"],
             project_name=creds["LABELSTACK_PROJECT_NAME"],
