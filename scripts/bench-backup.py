@@ -24,13 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 # The benchmark's client and its way of finding a deployment's credentials (this script's folder is on sys.path).
-from bench import BenchError, Client, inventory_credentials, read_env_file  # noqa: E402
+from bench import BenchError, Client, stack_credentials  # noqa: E402
 
-from labelstack_testlib import VENV_BIN, run_playbook  # noqa: E402 - the test helpers, found above
-
-# ansible-inventory and ansible-playbook: the venv's, with this repository's config.
-os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-os.environ["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+from labelstack_testlib import NotDeployedError, ansible_environment, run_playbook  # noqa: E402 - found above
 
 CONFIG = '<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/><Choice value="b"/></Choices></View>'  # noqa: E501
 
@@ -59,20 +55,17 @@ def main() -> None:
     parser.add_argument("--annotations", type=int, default=200, help="annotated tasks (default 200)")
     args = parser.parse_args()
 
+    # testinfra's ansible backend (finding the inventory's host) runs ansible-inventory: the venv's, this config.
+    os.environ.update(ansible_environment())
     try:
-        creds = read_env_file(inventory_credentials(args.inventory))
-        api = Client(
-            creds.get("LABELSTACK_LOCAL_URL") or creds["LABEL_STUDIO_URL"],
-            creds["LABEL_STUDIO_API_KEY"],
-            creds.get("LABELSTACK_CA_CERT") or True,
-        )
+        api = Client.of_stack(stack_credentials(None, args.inventory))
         title = f"bench-backup-{uuid.uuid4().hex[:8]}"
         project = call(api, "POST", "/api/projects", json={"title": title, "label_config": CONFIG})
         try:
             result = measure(api, project["id"], args)
         finally:
             api.call("DELETE", f"/api/projects/{project['id']}", ok=(204, 404))
-    except BenchError as exc:
+    except (BenchError, NotDeployedError) as exc:
         fail(str(exc))
     out = REPO / "reports" / "bench" / "backup.json"
     out.parent.mkdir(parents=True, exist_ok=True)

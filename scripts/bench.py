@@ -2,13 +2,14 @@
 """Benchmark a deployed labelstack against Label Studio's quick start, with the same client and workload.
 
 Side "deployed": the stack whose credentials file is given (--credentials, or the one of --inventory's
-first `labelstack` host, which must be this machine; default /etc/labelstack/credentials.env, root only):
-LABELSTACK_LOCAL_URL (or LABEL_STUDIO_URL), LABEL_STUDIO_API_KEY, LABELSTACK_CA_CERT for HTTPS with the
-deploy's generated CA, LABELSTACK_PROJECT_NAME for its containers.
+first `labelstack` host, which must be this machine, found in the inventory's labelstack_secrets_dir or the
+role's default one; root only): LABELSTACK_LOCAL_URL (or LABEL_STUDIO_URL), LABEL_STUDIO_API_KEY,
+LABELSTACK_CA_CERT for HTTPS with the deploy's generated CA, LABELSTACK_PROJECT_NAME for its containers.
 
 Side "quickstart": `pip install label-studio==VERSION && label-studio start` in a virtualenv cached under
 --cache-dir (keyed by version), SQLite and the development server on a free loopback port, an admin user and
-legacy token made from the environment; stopped at the end, also when the run fails.
+legacy token made from the environment; stopped at the end, also when the run fails. VERSION is the deployed
+stack's (LABELSTACK_LABEL_STUDIO_VERSION of its credentials file) unless --version names another.
 
 Workload, one side after the other: import N text tasks in one request; annotations created by C concurrent
 clients; task-list pages of 100 tasks fetched by C concurrent clients; export of the whole project as JSON.
@@ -47,6 +48,16 @@ from typing import Any
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+# How the test suites find a deployment and read its credentials.env (the folder just put on sys.path).
+from labelstack_testlib import (  # noqa: E402
+    NotDeployedError,
+    ansible_environment,
+    inventory_host,
+    parse_env_file,
+    read_credentials,
+)
+
 LABEL_CONFIG = """<View>
   <Text name="text" value="$text"/>
   <Choices name="label" toName="text" choice="single">
@@ -178,6 +189,12 @@ class Client:
         self._verify = verify
         self._local = threading.local()
 
+    @classmethod
+    def of_stack(cls, creds: dict[str, str]) -> Client:
+        """The admin's client of a deployed stack, by the URL that works on its host, trusting its CA if any."""
+        url = creds.get("LABELSTACK_LOCAL_URL") or creds["LABEL_STUDIO_URL"]
+        return cls(url, creds["LABEL_STUDIO_API_KEY"], creds.get("LABELSTACK_CA_CERT") or True)
+
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
@@ -295,27 +312,13 @@ def run_workload(client: Client, workload: Workload, result: SideResult) -> None
 # ---------------------------------------------------------------- side (a): the deployed stack
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            values[key] = value.strip("'")
-    return values
-
-
-def inventory_credentials(inventory: str) -> Path:
-    """credentials.env of the inventory's first `labelstack` host (its labelstack_secrets_dir or the default)."""
-    listing = json.loads(
-        subprocess.run(
-            ["ansible-inventory", "-i", inventory, "--list"], capture_output=True, text=True, check=True
-        ).stdout
-    )
-    hosts = listing.get("labelstack", {}).get("hosts", [])
-    if not hosts:
-        raise BenchError(f"inventory {inventory} has no host in group 'labelstack'")
-    host_vars = listing.get("_meta", {}).get("hostvars", {}).get(hosts[0], {})
-    return Path(host_vars.get("labelstack_secrets_dir", "/etc/labelstack")) / "credentials.env"
+def stack_credentials(credentials: Path | None, inventory: str) -> dict[str, str]:
+    """The credentials file given, else the one of the inventory's first `labelstack` host."""
+    if credentials:
+        if not credentials.is_file():
+            raise BenchError(f"{credentials} not found")
+        return parse_env_file(credentials.read_text())
+    return read_credentials(inventory_host(inventory), inventory)
 
 
 def docker(*args: str) -> str:
@@ -345,15 +348,10 @@ def app_settings(project_name: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in env if item.startswith("UWSGI_"))
 
 
-def bench_deployed(credentials: Path, workload: Workload) -> SideResult:
-    if not credentials.is_file():
-        raise BenchError(f"{credentials} not found: deploy first (make deploy), or pass --credentials")
-    creds = read_env_file(credentials)
-    url = creds.get("LABELSTACK_LOCAL_URL") or creds["LABEL_STUDIO_URL"]
-    verify: str | bool = creds.get("LABELSTACK_CA_CERT") or True
+def bench_deployed(creds: dict[str, str], workload: Workload) -> SideResult:
+    client = Client.of_stack(creds)
     project_name = creds["LABELSTACK_PROJECT_NAME"]
-    result = SideResult("deployed", url, settings=app_settings(project_name))
-    client = Client(url, creds["LABEL_STUDIO_API_KEY"], verify)
+    result = SideResult("deployed", client.url, settings=app_settings(project_name))
     with PeakMemory(lambda: stack_pids(project_name)) as memory:
         run_workload(client, workload, result)
     result.peak_rss_mib = memory.peak / 2**20
@@ -555,7 +553,7 @@ def main() -> int:
         default="both",
         help="measure both sides (default) or only one, e.g. while tuning",
     )
-    parser.add_argument("--version", default="1.23.2", help="label-studio version of the quick start (%(default)s)")
+    parser.add_argument("--version", help="label-studio version of the quick start (default: the deployed stack's)")
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -578,22 +576,31 @@ def main() -> int:
     )
     if workload.annotations > workload.tasks:
         parser.error(f"--annotations {workload.annotations} exceeds --tasks {workload.tasks}")
+    # testinfra's ansible backend (finding the inventory's host) runs ansible-inventory: the venv's, this config.
+    os.environ.update(ansible_environment())
     started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report: dict[str, Any] = {
-        "started": started,
-        "label_studio_version": args.version,
-        "workload": asdict(workload),
-        "machine": machine(),
-        "load_before": load_average(),
-        "sides": {},
-    }
     try:
+        # The deployed stack's file also names the Label Studio version the quick start must run.
+        needed = args.side != "quickstart" or not args.version
+        creds = stack_credentials(args.credentials, args.inventory or "inventory/local") if needed else {}
+        version = args.version or creds.get("LABELSTACK_LABEL_STUDIO_VERSION")
+        if not version:
+            raise BenchError(
+                "the credentials file has no LABELSTACK_LABEL_STUDIO_VERSION: deploy first, or pass --version"
+            )
+        report: dict[str, Any] = {
+            "started": started,
+            "label_studio_version": version,
+            "workload": asdict(workload),
+            "machine": machine(),
+            "load_before": load_average(),
+            "sides": {},
+        }
         if args.side in ("both", "deployed"):
-            credentials = args.credentials or inventory_credentials(args.inventory or "inventory/local")
-            report["sides"]["deployed"] = asdict(bench_deployed(credentials, workload))
+            report["sides"]["deployed"] = asdict(bench_deployed(creds, workload))
         if args.side in ("both", "quickstart"):
-            report["sides"]["quickstart"] = asdict(bench_quickstart(args.cache_dir, args.version, workload))
-    except (BenchError, requests.RequestException, subprocess.CalledProcessError) as exc:
+            report["sides"]["quickstart"] = asdict(bench_quickstart(args.cache_dir, version, workload))
+    except (BenchError, NotDeployedError, requests.RequestException, subprocess.CalledProcessError) as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 1
     report["load_after"] = load_average()

@@ -1,20 +1,54 @@
-"""Helpers shared by the labelstack test suites: running playbooks, reading a deployment."""
+"""The labelstack test library: the deployment under test, its HTTP API, playbook runs, polling.
+
+Every suite imports it (tests/ is on pytest's pythonpath), and so do scripts/bench.py and scripts/bench-backup.py.
+What a deployment is (URL, ports, version, paths) is read from its credentials.env; only where that file lies comes
+from the inventory or the role's defaults.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import certifi
+import pytest
+import requests
+import testinfra
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+ROLE_DEFAULTS = REPO / "ansible" / "roles" / "labelstack" / "defaults" / "main.yml"
+CREDENTIALS_FILE = "credentials.env"
+# Debian's bundle of the CAs this machine trusts (ca-certificates; a TLS-intercepting proxy's CA included).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+DEFAULT_TIMEOUT = 60.0
+# Seconds for requests that run long inside Label Studio (the fault tests' 20,000-task import in one request).
+SLOW_TIMEOUT = 300.0
+
+# JSON as parsed by json.loads / returned by the API.
+JsonValue = Any
 T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- Ansible: environment, playbooks, inventories
+
+
+def ansible_environment() -> dict[str, str]:
+    """This process's environment with the venv's Ansible first on PATH and this repository's ansible.cfg."""
+    return dict(
+        os.environ,
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+    )
 
 
 @dataclass(frozen=True)
@@ -49,18 +83,256 @@ class PlaybookRun:
 
 def run_playbook(playbook: str, inventory: str, *args: str, timeout: int = 3600) -> PlaybookRun:
     """Run a playbook of this repository with the repository's ansible.cfg."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0")
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(
         [str(VENV_BIN / "ansible-playbook"), "-i", inventory, f"ansible/{playbook}", *args],
         cwd=REPO,
-        env=env,
+        env=dict(ansible_environment(), ANSIBLE_FORCE_COLOR="0"),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
     return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+def role_default(name: str) -> object:
+    """A default of the labelstack role as defaults/main.yml writes it (a templated one stays unrendered)."""
+    return yaml.safe_load(ROLE_DEFAULTS.read_text())[name]
+
+
+def host_setting(host: testinfra.host.Host, name: str) -> object:
+    """A role variable of `host` before the deploy: the inventory's value, else the role's default.
+
+    Only for what a deployment does not record (where its credentials.env is, a db host's container name).
+    """
+    variables = host.ansible.get_variables()
+    return variables[name] if name in variables else role_default(name)
+
+
+class NotDeployedError(Exception):
+    """No stack to test where the inventory points: no such host, or no (current) credentials.env on it."""
+
+
+def inventory_host(inventory: str, pattern: str = "labelstack") -> testinfra.host.Host:
+    """The first host of `pattern` (group or host name) in `inventory`, reached like Ansible reaches it.
+
+    testinfra's ansible backend runs ansible-inventory from os.environ: callers set it to ansible_environment().
+    """
+    hosts = testinfra.get_hosts([f"ansible://{pattern}"], ansible_inventory=str(REPO / inventory))
+    if not hosts:
+        raise NotDeployedError(f"inventory {inventory} has no host in '{pattern}'")
+    return hosts[0]
+
+
+def read_credentials(host: testinfra.host.Host, inventory: str) -> dict[str, str]:
+    """The credentials.env of the stack on `host`.
+
+    It lies in labelstack_secrets_dir: the one fact of a deployment that cannot come from the file itself.
+    """
+    path = f"{host_setting(host, 'labelstack_secrets_dir')}/{CREDENTIALS_FILE}"
+    creds_file = host.file(path)
+    if not creds_file.exists:
+        raise NotDeployedError(f"{path} not found on the host: deploy first (make deploy INVENTORY={inventory})")
+    return parse_env_file(creds_file.content_string)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """KEY=VALUE lines (comments and blanks ignored, optional single quotes stripped)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+# ---------------------------------------------------------------- the deployment under test
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployed stack as its credentials.env describes it, and the host it runs on."""
+
+    inventory: str
+    host: testinfra.host.Host
+    url: str  # LABEL_STUDIO_URL, without a trailing slash
+    password: str = field(repr=False)
+    api_key: str = field(repr=False)
+    project_name: str  # the compose project
+    version: str  # of Label Studio
+    bind_address: str
+    port: int  # HTTP (only a redirect to HTTPS with the proxy)
+    https_port: int  # the proxy's
+    proxy_enabled: bool
+    db_external: bool
+    secrets_dir: str
+    install_dir: str
+    local_files_dir: str  # on the host
+    local_files_root: str  # the same folder inside the app container (LOCAL_FILES_DOCUMENT_ROOT)
+    app_data_dir: str
+    ml_data_dir: str
+    backup_dir: str
+    variables: dict[str, object]  # the inventory's variables of the host (the role's defaults are not in it)
+    credentials: dict[str, str] = field(repr=False)  # the whole credentials.env
+    ca_bundle: str  # local copy of the CA of the deployment's generated TLS certificate ('' without)
+
+    def container(self, service: str) -> str:
+        """The container of a compose service of this stack (compose names it <project>-<service>-1)."""
+        return f"{self.project_name}-{service}-1"
+
+    def api(self, timeout: float = DEFAULT_TIMEOUT) -> Api:
+        """The admin's plain HTTP client of this deployment."""
+        return Api(self.url, self.api_key, timeout)
+
+
+def load_deployment(inventory: str, host: testinfra.host.Host, tmp: pytest.TempPathFactory) -> Deployment:
+    """The deployment of `inventory` on `host`, read from its credentials.env (trusting its generated CA)."""
+    creds = read_credentials(host, inventory)
+    try:
+        return Deployment(
+            inventory=inventory,
+            host=host,
+            url=creds["LABEL_STUDIO_URL"].rstrip("/"),
+            password=creds["LABEL_STUDIO_PASSWORD"],
+            api_key=creds["LABEL_STUDIO_API_KEY"],
+            project_name=creds["LABELSTACK_PROJECT_NAME"],
+            version=creds["LABELSTACK_LABEL_STUDIO_VERSION"],
+            bind_address=creds["LABELSTACK_BIND_ADDRESS"],
+            port=int(creds["LABELSTACK_PORT"]),
+            https_port=int(creds["LABELSTACK_HTTPS_PORT"]),
+            proxy_enabled=creds["LABELSTACK_PROXY_ENABLED"] == "true",
+            db_external=creds["LABELSTACK_DB_EXTERNAL"] == "true",
+            secrets_dir=creds["LABELSTACK_SECRETS_DIR"],
+            install_dir=creds["LABELSTACK_INSTALL_DIR"],
+            local_files_dir=creds["LABELSTACK_LOCAL_FILES_DIR"],
+            local_files_root=creds["LABELSTACK_LOCAL_FILES_ROOT"],
+            app_data_dir=creds["LABELSTACK_APP_DATA_DIR"],
+            ml_data_dir=creds["LABELSTACK_ML_DATA_DIR"],
+            backup_dir=creds["LABELSTACK_BACKUP_DIR"],
+            variables=host.ansible.get_variables(),
+            credentials=creds,
+            ca_bundle=_trust_deployment_ca(host, creds["LABELSTACK_CA_CERT"], tmp),
+        )
+    except KeyError as exc:  # a stack deployed by an older labelstack: its file lacks the newer keys
+        raise NotDeployedError(
+            f"{CREDENTIALS_FILE} on the host lacks {exc}: deploy this version first (make deploy INVENTORY={inventory})"
+        ) from exc
+
+
+def _trust_deployment_ca(host: testinfra.host.Host, ca_path: str, tmp: pytest.TempPathFactory) -> str:
+    """Trust the CA the deploy generated for its proxy, in this process and its children; '' when none.
+
+    requests (and pip) read REQUESTS_CA_BUNDLE, httpx (label-studio-sdk) SSL_CERT_FILE. The bundle keeps
+    the system's CAs: other HTTPS (PyPI through a corporate proxy, say) must go on working.
+    """
+    if not ca_path:
+        return ""
+    local = tmp.mktemp("ca") / "deployment-ca.crt"
+    system = Path(SYSTEM_CA_BUNDLE) if Path(SYSTEM_CA_BUNDLE).exists() else Path(certifi.where())
+    local.write_bytes(system.read_bytes() + b"\n" + host.file(ca_path).content)
+    os.environ["REQUESTS_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(local)
+    return str(local)
+
+
+# ---------------------------------------------------------------- its HTTP API
+
+
+@dataclass(frozen=True)
+class Api:
+    """Plain HTTP calls with the admin's legacy token, one new connection per call (like curl)."""
+
+    base_url: str
+    token: str = field(repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        anonymous: bool = False,
+        params: dict[str, str | int] | None = None,
+        json: JsonValue = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+    ) -> requests.Response:
+        """`path` is relative to the deployment URL; `token` overrides the admin's, `anonymous` sends none."""
+        headers = {} if anonymous else {"Authorization": f"Token {token or self.token}"}
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        return requests.request(
+            method, url, headers=headers, params=params, json=json, files=files, timeout=self.timeout
+        )
+
+    def get(
+        self,
+        path: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        token: str | None = None,
+        anonymous: bool = False,
+    ) -> requests.Response:
+        return self.request("GET", path, params=params, token=token, anonymous=anonymous)
+
+    def post(
+        self, path: str, *, json: JsonValue = None, files: dict[str, tuple[str, bytes, str]] | None = None
+    ) -> requests.Response:
+        return self.request("POST", path, json=json, files=files)
+
+    def delete(self, path: str) -> requests.Response:
+        return self.request("DELETE", path)
+
+    def call(self, method: str, path: str, body: JsonValue = None, ok: tuple[int, ...] = (200, 201, 204)) -> JsonValue:
+        """A JSON request whose status must be in `ok`; the parsed body, if any."""
+        response = self.request(method, path, json=body)
+        assert response.status_code in ok, f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}"
+        return response.json() if response.content else None
+
+    def export(self, project_id: int, export_type: str, **params: str) -> requests.Response:
+        """Synchronous export (GET /api/projects/{id}/export), asserted successful."""
+        response = self.get(f"/api/projects/{project_id}/export", params={"exportType": export_type, **params})
+        expect(response, 200, f"{export_type} export of project {project_id}")
+        return response
+
+    def all_projects(self) -> list[dict[str, JsonValue]]:
+        """Every project the admin can see (all pages)."""
+        projects: list[dict[str, JsonValue]] = []
+        for page in itertools.count(1):
+            body = expect(self.get("/api/projects", params={"page": page, "page_size": 100}), 200, "project list")
+            projects += body["results"]
+            if not body.get("next"):
+                break
+        return projects
+
+    def all_tasks(self, project: int) -> list[dict[str, JsonValue]]:
+        """Every task of the project with its annotations and predictions (100 per page at most)."""
+        tasks: list[dict[str, JsonValue]] = []
+        for page in itertools.count(1):
+            params: dict[str, str | int] = {"project": project, "page": page, "page_size": 100, "fields": "all"}
+            response = self.get("/api/tasks", params=params)
+            if response.status_code == 404:  # past the last page
+                break
+            batch = expect(response, 200, f"tasks of project {project}, page {page}")["tasks"]
+            tasks += batch
+            if len(batch) < 100:
+                break
+        return tasks
+
+
+def expect(response: requests.Response, status: int, what: str) -> JsonValue:
+    """Assert the HTTP status (showing the body when it differs) and return the parsed JSON body, if any."""
+    assert response.status_code == status, (
+        f"{what}: expected HTTP {status}, got {response.status_code}: {response.text[:1500]}"
+    )
+    if not response.content or "json" not in response.headers.get("Content-Type", ""):
+        return None
+    return response.json()
+
+
+# ---------------------------------------------------------------- polling
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, message: str, interval: float = 1.0) -> T:
@@ -76,17 +348,3 @@ def wait_for(check: Callable[[], T | None], timeout: float, message: str, interv
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"{message} (waited {timeout:.0f}s; last error: {last_error!r})")
-
-
-def parse_env_file(text: str) -> dict[str, str]:
-    """KEY=VALUE lines (comments and blanks ignored, optional single quotes stripped)."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        if len(value) >= 2 and value[0] == value[-1] == "'":
-            value = value[1:-1]
-        values[key] = value
-    return values

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from ml.mllib import Api, tasks_of
-
-from conftest import Deployment
+from labelstack_testlib import Api, Deployment
 
 
 @dataclass(frozen=True)
@@ -24,8 +22,8 @@ class Snapshot:
 def data_files(deployment: Deployment) -> dict[str, str]:
     out = deployment.host.check_output(
         "cd / && find %s %s -type f -print0 | sort -z | xargs -0 -r sha256sum",
-        deployment.credentials["LABELSTACK_APP_DATA_DIR"],
-        deployment.credentials["LABELSTACK_ML_DATA_DIR"],
+        deployment.app_data_dir,
+        deployment.ml_data_dir,
     )
     return {path: digest for digest, path in (line.split(maxsplit=1) for line in out.splitlines())}
 
@@ -36,7 +34,7 @@ def snapshot(api: Api, deployment: Deployment) -> Snapshot:
     annotations: dict[int, list[tuple[int, str]]] = {}
     predictions: dict[int, list[tuple[int, str, float | None]]] = {}
     for project in projects:
-        listed = tasks_of(api, project)
+        listed = api.all_tasks(project)
         tasks[project] = sorted(t["id"] for t in listed)
         for task in listed:
             annotations[task["id"]] = sorted(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 import testinfra
 
-from labelstack_testlib import REPO, PlaybookRun, run_playbook
+from labelstack_testlib import REPO, Deployment, PlaybookRun, inventory_host, load_deployment, run_playbook
 
 INVENTORY = "inventory/test-hosts"
 TESTHOSTS = REPO / "scripts" / "testhosts.sh"
@@ -64,16 +64,17 @@ def provision() -> Provisioned:
     return Provisioned(docker_run, first_run, second_run)
 
 
-def host(name: str) -> testinfra.host.Host:
-    """A test host reached over SSH the way Ansible reaches it (testinfra's ansible backend)."""
-    return testinfra.get_host(f"ansible://{name}", ansible_inventory=str(REPO / INVENTORY))
-
-
 @pytest.fixture(scope="session")
 def app(provisioned: Provisioned) -> testinfra.host.Host:
-    return host("app")
+    return inventory_host(INVENTORY, "app")
 
 
 @pytest.fixture(scope="session")
 def db(provisioned: Provisioned) -> testinfra.host.Host:
-    return host("db")
+    return inventory_host(INVENTORY, "db")
+
+
+@pytest.fixture(scope="session")
+def app_deployment(app: testinfra.host.Host, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    """The stack on the app host, as its credentials.env describes it."""
+    return load_deployment(INVENTORY, app, tmp_path_factory)

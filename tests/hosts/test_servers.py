@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from labelstack_testlib import REPO, parse_env_file, run_playbook
+from labelstack_testlib import REPO, Deployment, host_setting, parse_env_file, run_playbook
 
 from .conftest import INVENTORY, Provisioned
 
@@ -24,6 +24,11 @@ CONTROLLER_SECRET = Path.home() / ".labelstack" / "test-hosts" / "db_password"
 def compose_services(host: testinfra.host.Host) -> list[str]:
     """Names of the running containers on a host."""
     return sorted(host.check_output("docker ps --format '{{.Names}}'").split())
+
+
+def db_container(db: testinfra.host.Host) -> str:
+    """The db host's PostgreSQL: the compose service `db` of its stack."""
+    return f"{host_setting(db, 'labelstack_project_name')}-db-1"
 
 
 def db_image(host: testinfra.host.Host) -> str:
@@ -43,14 +48,15 @@ def test_docker_installed_and_answering(request: pytest.FixtureRequest, name: st
 
 
 def test_db_host_runs_only_postgresql(db: testinfra.host.Host) -> None:
-    assert compose_services(db) == ["labelstack-db-1"]
-    health = db.check_output("docker inspect --format '{{.State.Health.Status}}' labelstack-db-1")
+    container = db_container(db)
+    assert compose_services(db) == [container]
+    health = db.check_output("docker inspect --format '{{.State.Health.Status}}' %s", container)
     assert health == "healthy"
     # The compose service of the bundled database, with the same hardening and its own client rules.
-    config = json.loads(db.check_output("docker inspect --format '{{json .HostConfig}}' labelstack-db-1"))
+    config = json.loads(db.check_output("docker inspect --format '{{json .HostConfig}}' %s", container))
     assert config["CapDrop"] == ["ALL"], config
     assert "no-new-privileges:true" in config["SecurityOpt"], config
-    args = db.check_output("docker inspect --format '{{.Args}}' labelstack-db-1")
+    args = db.check_output("docker inspect --format '{{.Args}}' %s", container)
     assert "hba_file=/etc/labelstack/pg_hba.conf" in args
 
 
@@ -65,8 +71,9 @@ def test_db_host_in_pull_mode_keeps_the_pg_hba_fence(db: testinfra.host.Host) ->
     extra = json.dumps(pull)
     run = run_playbook("site.yml", INVENTORY, "--limit", "db", "-e", extra)
     assert run.returncode == 0, run.output[-3000:]
-    assert f"LABELSTACK_DB_IMAGE={image}" in db.check_output("cat /opt/labelstack/.env")
-    rules = db.check_output("cat /opt/labelstack/db/pg_hba.conf")
+    install_dir = host_setting(db, "labelstack_install_dir")
+    assert f"LABELSTACK_DB_IMAGE={image}" in db.file(f"{install_dir}/.env").content_string
+    rules = db.file(f"{install_dir}/db/pg_hba.conf").content_string
     assert "10.213.7.10/32" in rules, rules
     assert "all  scram" not in rules, rules
     out = from_third_container(TEST_NETWORK, f"pg_isready -h {DB_ADDRESS} -t 5; echo pg=$?")
@@ -74,15 +81,16 @@ def test_db_host_in_pull_mode_keeps_the_pg_hba_fence(db: testinfra.host.Host) ->
 
 
 def test_wrong_variable_type_on_the_db_host_fails_naming_it(db: testinfra.host.Host) -> None:
-    before = db.check_output("docker inspect --format '{{.Id}}' labelstack-db-1")
+    before = db.check_output("docker inspect --format '{{.Id}}' %s", db_container(db))
     run = run_playbook("site.yml", INVENTORY, "--limit", "db", "-e", '{"labelstack_db_allowed_clients": "10.213.7.10"}')
     assert run.returncode != 0
     assert "labelstack_db_allowed_clients" in run.output, run.output[-3000:]
-    assert db.check_output("docker inspect --format '{{.Id}}' labelstack-db-1") == before
+    assert db.check_output("docker inspect --format '{{.Id}}' %s", db_container(db)) == before
 
 
-def test_app_host_runs_label_studio_and_ml_backend_without_a_database(app: testinfra.host.Host) -> None:
-    assert compose_services(app) == ["labelstack-app-1", "labelstack-ml-backend-1", "labelstack-proxy-1"]
+def test_app_host_runs_label_studio_and_ml_backend_without_a_database(app_deployment: Deployment) -> None:
+    expected = [app_deployment.container(service) for service in ("app", "ml-backend", "proxy")]
+    assert compose_services(app_deployment.host) == expected
 
 
 def test_app_host_deployed_without_outbound_network(provisioned: Provisioned, app: testinfra.host.Host) -> None:
@@ -126,14 +134,14 @@ def test_postgresql_refuses_a_third_container(provisioned: Provisioned, app: tes
 
 
 def test_database_password_generated_on_the_controller_and_never_printed(
-    provisioned: Provisioned, app: testinfra.host.Host
+    provisioned: Provisioned, app_deployment: Deployment
 ) -> None:
     mode = CONTROLLER_SECRET.stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
     assert stat.S_IMODE(CONTROLLER_SECRET.parent.stat().st_mode) == 0o700
     password = CONTROLLER_SECRET.read_text().strip()
     assert len(password) == 40
-    env = parse_env_file(app.file("/opt/labelstack/.env").content_string)
+    env = parse_env_file(app_deployment.host.file(f"{app_deployment.install_dir}/.env").content_string)
     assert env["LABELSTACK_DB_PASSWORD"] == password
     for run in (provisioned.docker_run, provisioned.first_run, provisioned.second_run):
         assert password not in run.output
@@ -173,11 +181,12 @@ def test_postgresql_refuses_other_sources_without_the_firewall(db: testinfra.hos
     assert db.check_output("iptables -S DOCKER-USER").count("labelstack") == 2
 
 
-def test_backup_covers_the_database_on_the_db_host(app: testinfra.host.Host) -> None:
+def test_backup_covers_the_database_on_the_db_host(app_deployment: Deployment) -> None:
     """`make backup` on a multi-host inventory: the app host's backup holds the db host's database."""
+    app = app_deployment.host
     run = run_playbook("backup.yml", INVENTORY)
     assert run.returncode == 0, run.output[-3000:]
-    backup_dir = "/var/backups/labelstack"
+    backup_dir = app_deployment.backup_dir
     name = app.check_output(f"ls {backup_dir} | grep -E '^[0-9]{{8}}T[0-9]{{6}}Z$' | sort | tail -1")
     app.check_output(f"cd {backup_dir}/{name} && sha256sum --check --strict --quiet SHA256SUMS")
     tables = app.check_output(
@@ -187,14 +196,17 @@ def test_backup_covers_the_database_on_the_db_host(app: testinfra.host.Host) -> 
     assert "TABLE public task " in tables, tables[:2000]
 
 
-def test_down_stops_both_hosts_and_a_deploy_brings_them_back(app: testinfra.host.Host, db: testinfra.host.Host) -> None:
+def test_down_stops_both_hosts_and_a_deploy_brings_them_back(
+    app_deployment: Deployment, db: testinfra.host.Host
+) -> None:
+    app = app_deployment.host
     run = run_playbook("down.yml", INVENTORY)
     assert run.returncode == 0, run.output[-3000:]
     assert compose_services(app) == []
     assert compose_services(db) == []
-    assert app.file("/srv/labelstack/label-studio").is_directory
-    assert db.file("/srv/labelstack/postgres/PG_VERSION").exists
+    assert app.file(app_deployment.app_data_dir).is_directory
+    assert db.file(f"{host_setting(db, 'labelstack_data_dir')}/postgres/PG_VERSION").exists
     run = run_playbook("site.yml", INVENTORY)
     assert run.returncode == 0, run.output[-3000:]
-    assert compose_services(db) == ["labelstack-db-1"]
-    assert compose_services(app) == ["labelstack-app-1", "labelstack-ml-backend-1", "labelstack-proxy-1"]
+    assert compose_services(db) == [db_container(db)]
+    assert compose_services(app) == [app_deployment.container(service) for service in ("app", "ml-backend", "proxy")]

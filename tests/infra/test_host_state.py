@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Deployment
+from labelstack_testlib import Deployment
 
 SERVICES = ("app", "db", "ml-backend", "proxy")
 
@@ -62,9 +62,9 @@ def test_docker_daemon_answers(deployment: Deployment) -> None:
 
 def _expect_service(deployment: Deployment, service: str) -> None:
     """Skip services this deployment does not run."""
-    if service == "db" and deployment.variables.get("labelstack_db_external"):
+    if service == "db" and deployment.db_external:
         pytest.skip("external database")
-    if service == "proxy" and not deployment.variables.get("labelstack_proxy_enabled"):
+    if service == "proxy" and not deployment.proxy_enabled:
         pytest.skip("no TLS proxy")
 
 
@@ -94,17 +94,17 @@ def test_only_the_front_service_is_published_on_the_bind_address(
     deployment: Deployment, containers: dict[str, dict]
 ) -> None:
     """Without the proxy the app is published on bind:port; with it, only nginx (HTTP and HTTPS)."""
-    bind = str(deployment.variables.get("labelstack_bind_address", "127.0.0.1"))
-    ports = [str(deployment.variables.get("labelstack_port", 8080))]
+    bind = deployment.bind_address
+    ports = [deployment.port]
     front = "app"
-    if deployment.variables.get("labelstack_proxy_enabled"):
+    if deployment.proxy_enabled:
         front = "proxy"
-        ports.append(str(deployment.variables.get("labelstack_https_port", 8443)))
+        ports.append(deployment.https_port)
         assert _published(containers["app"]) == [], "the app is published although the proxy fronts it"
-    expected = sorted((bind, port) for port in ports)
+    expected = sorted((bind, str(port)) for port in ports)
     assert _published(containers[front]) == expected, f"{front} published on {_published(containers[front])}"
     for port in ports:
-        listeners = {address for address, listening in _listening(deployment) if listening == int(port)}
+        listeners = {address for address, listening in _listening(deployment) if listening == port}
         assert listeners == {bind}, f"port {port} is listened on at {listeners or 'no address'}, expected only {bind}"
 
 
@@ -132,7 +132,7 @@ def test_ml_backend_network_has_no_route_out(deployment: Deployment, containers:
 
 
 def test_secret_files_private_to_root(deployment: Deployment) -> None:
-    secrets_dir = str(deployment.variables.get("labelstack_secrets_dir", "/etc/labelstack"))
+    secrets_dir = deployment.secrets_dir
     listing = deployment.host.check_output("find %s -mindepth 1 -maxdepth 1 -type f", secrets_dir).split()
     for path in [f"{deployment.install_dir}/.env", *listing]:
         f = deployment.host.file(path)
@@ -179,7 +179,7 @@ def test_debug_off_in_app(containers: dict[str, dict], deployment: Deployment) -
 
 
 def test_app_runs_pinned_label_studio(containers: dict[str, dict], deployment: Deployment) -> None:
-    version = str(deployment.variables.get("labelstack_label_studio_version", "1.23.2"))
+    version = deployment.version
     installed = deployment.host.check_output(
         "docker exec %s python3 -c %s",
         containers["app"]["Name"].lstrip("/"),
@@ -198,15 +198,14 @@ def test_services_drop_capabilities_and_have_memory_limits(containers: dict[str,
 
 
 def test_plain_http_redirects_to_https(deployment: Deployment) -> None:
-    if not deployment.variables.get("labelstack_proxy_enabled"):
+    if not deployment.proxy_enabled:
         pytest.skip("no TLS proxy")
-    port = deployment.variables.get("labelstack_port", 8080)
     probe = (
         "import http.client as h; c = h.HTTPConnection('127.0.0.1', %s, timeout=10); "
         "c.request('GET', '/projects/?page=2', headers={'Host': 'evil.example'}); r = c.getresponse(); "
         "print(r.status, r.getheader('Location'))"
     )
-    status, location = deployment.host.check_output("python3 -c %s", probe % port).split()
+    status, location = deployment.host.check_output("python3 -c %s", probe % deployment.port).split()
     assert status == "301", f"HTTP answered {status} {location}"
     # To the configured HTTPS URL, whatever Host the client sent.
     assert location == f"{deployment.url}/projects/?page=2", location

@@ -11,19 +11,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from ml.mllib import CONFIG, Api, choice_result, make_texts, ml_tool, tasks_of, wait_until_learned
-from statelib import Snapshot, snapshot
 
-from conftest import Deployment
-from labelstack_testlib import PlaybookRun, run_playbook, wait_for
+from labelstack_testlib import Api, Deployment, PlaybookRun, run_playbook, wait_for
+from ml.mllib import CONFIG, choice_result, make_texts, ml_tool, wait_until_learned
+from statelib import Snapshot, snapshot
 
 N_TASKS = 60
 N_ANNOTATED = 15
-
-
-@pytest.fixture(scope="module")
-def api(deployment: Deployment) -> Api:
-    return Api(deployment.url, deployment.api_key)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def project_with_everything(api: Api, deployment: Deployment) -> Iterator[int]:
         files = {"file": ("last.json", upload.encode(), "application/json")}
         response = api.request("POST", f"/api/projects/{pid}/import", files=files)
         assert response.status_code == 201, response.text
-        ids = sorted(t["id"] for t in tasks_of(api, pid))
+        ids = sorted(t["id"] for t in api.all_tasks(pid))
         for task_id, (_, label) in zip(ids[:N_ANNOTATED], rows, strict=False):
             api.call("POST", f"/api/tasks/{task_id}/annotations?project={pid}", {"result": choice_result(label)})
         wait_for(
@@ -55,7 +49,7 @@ def project_with_everything(api: Api, deployment: Deployment) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def backup(deployment: Deployment, api: Api, project_with_everything: int) -> tuple[PlaybookRun, Snapshot]:
-    wait_until_learned(deployment.host, deployment.project_name)
+    wait_until_learned(deployment)
     before = snapshot(api, deployment)
     assert any(before.predictions.values()), "the project has no prediction to back up"
     run = run_playbook("backup.yml", deployment.inventory)
@@ -70,7 +64,7 @@ def backup_name(run: PlaybookRun) -> str:
 def test_backup_is_complete_and_private(deployment: Deployment, backup: tuple[PlaybookRun, Snapshot]) -> None:
     run, _ = backup
     assert run.returncode == 0, run.output[-4000:]
-    folder = f"{deployment.credentials['LABELSTACK_BACKUP_DIR']}/{backup_name(run)}"
+    folder = f"{deployment.backup_dir}/{backup_name(run)}"
     listing = deployment.host.check_output("cd %s && stat -c '%%a %%U %%n' . *", folder).splitlines()
     assert listing[0] == "700 root .", listing
     names = sorted(line.split()[2] for line in listing[1:])
@@ -87,7 +81,7 @@ def test_restore_after_destroy_brings_everything_back(
     run, before = backup
     destroyed = run_playbook("destroy.yml", deployment.inventory, "-e", '{"labelstack_destroy_data": true}')
     assert destroyed.returncode == 0, destroyed.output[-4000:]
-    assert not deployment.host.file(str(deployment.credentials["LABELSTACK_APP_DATA_DIR"])).exists
+    assert not deployment.host.file(deployment.app_data_dir).exists
     restored = run_playbook(
         "restore.yml", deployment.inventory, "-e", json.dumps({"labelstack_restore_backup": backup_name(run)})
     )
@@ -117,7 +111,7 @@ def _restore_fails(deployment: Deployment, name: str) -> str:
 def test_damaged_backup_is_refused_and_nothing_changes(
     deployment: Deployment, api: Api, backup: tuple[PlaybookRun, Snapshot]
 ) -> None:
-    backups = deployment.credentials["LABELSTACK_BACKUP_DIR"]
+    backups = deployment.backup_dir
     damaged = "19990101T000000Z"
     deployment.host.check_output("cp -a %s/%s %s/%s", backups, backup_name(backup[0]), backups, damaged)
     try:
@@ -143,7 +137,7 @@ def test_unknown_backup_is_refused_with_the_available_ones(
 
 
 def test_retention_keeps_the_newest(deployment: Deployment, backup: tuple[PlaybookRun, Snapshot]) -> None:
-    backups = deployment.credentials["LABELSTACK_BACKUP_DIR"]
+    backups = deployment.backup_dir
     names = []
     for _ in range(2):
         run = run_playbook("backup.yml", deployment.inventory, "-e", '{"labelstack_backup_keep": 2}')

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ml.mllib import CONFIG, Api, choice_result
 
-from conftest import Deployment
+from labelstack_testlib import Api, Deployment
+from ml.mllib import CONFIG, choice_result
 
 PROBE = Path(__file__).with_name("batching_probe.py")
 N_TASKS = 120
 
 
 def probe(deployment: Deployment, mode: str, project: int | None = None, batched: bool = True) -> dict[str, Any]:
-    app = f"{deployment.project_name}-app-1"
+    app = deployment.container("app")
     env = f"-e PROBE_MODE={mode} -e PROBE_PROJECT={project or 0} -e LABELSTACK_APP_BATCH_QUERIES={str(batched).lower()}"
     package_dir = "\\$(python3 -c 'import label_studio, os; print(os.path.dirname(label_studio.__file__))')"
     command = f'docker exec -i {env} {app} sh -c "cd {package_dir} && python3 manage.py shell" < {PROBE}'
@@ -35,8 +35,7 @@ def probe(deployment: Deployment, mode: str, project: int | None = None, batched
 
 
 @pytest.fixture(scope="module")
-def project(deployment: Deployment) -> Iterator[int]:
-    api = Api(deployment.url, deployment.api_key)
+def project(deployment: Deployment, api: Api) -> Iterator[int]:
     created = api.call("POST", "/api/projects", {"title": f"batching-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})
     pid = created["id"]
     try:
@@ -59,8 +58,9 @@ def renders(deployment: Deployment, project: int) -> dict[bool, dict[str, Any]]:
 
 
 def test_the_deployed_app_batches(deployment: Deployment) -> None:
-    app = f"{deployment.project_name}-app-1"
-    env = deployment.host.check_output("docker exec %s printenv LABELSTACK_APP_BATCH_QUERIES", app)
+    env = deployment.host.check_output(
+        "docker exec %s printenv LABELSTACK_APP_BATCH_QUERIES", deployment.container("app")
+    )
     assert env == "true", f"LABELSTACK_APP_BATCH_QUERIES={env!r} in the app container"
 
 

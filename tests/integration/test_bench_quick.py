@@ -13,8 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Deployment
-from labelstack_testlib import REPO
+from labelstack_testlib import REPO, Deployment
 
 # The first run builds the quick start's virtualenv (pip install label-studio); later runs reuse it.
 TIMEOUT = 1800

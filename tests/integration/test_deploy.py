@@ -7,8 +7,7 @@ import socket
 
 import pytest
 
-from conftest import Deployment
-from labelstack_testlib import PlaybookRun, run_playbook
+from labelstack_testlib import Deployment, PlaybookRun, run_playbook
 
 
 def _containers(deployment: Deployment) -> dict[str, str]:
@@ -21,8 +20,9 @@ def _containers(deployment: Deployment) -> dict[str, str]:
 
 
 def _secret_digests(deployment: Deployment) -> str:
-    secrets_dir = deployment.variables.get("labelstack_secrets_dir", "/etc/labelstack")
-    return deployment.host.check_output("find %s -type f -print0 | sort -z | xargs -0 sha256sum", secrets_dir)
+    return deployment.host.check_output(
+        "find %s -type f -print0 | sort -z | xargs -0 sha256sum", deployment.secrets_dir
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_bad_variable_fails_before_any_change(deployment: Deployment, extra_vars
 
 
 def _backups(deployment: Deployment) -> str:
-    return deployment.host.check_output("ls -A %s 2>/dev/null || true", deployment.credentials["LABELSTACK_BACKUP_DIR"])
+    return deployment.host.check_output("ls -A %s 2>/dev/null || true", deployment.backup_dir)
 
 
 @pytest.mark.parametrize(
@@ -132,12 +132,13 @@ def test_missing_inventory_fails_with_a_message(deployment: Deployment, playbook
 def test_busy_port_fails_before_any_container_is_replaced(deployment: Deployment) -> None:
     """Another process on the port: preflight says so, instead of compose failing after replacing containers."""
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+        busy.bind((deployment.bind_address, 0))
         busy.listen()
         port = busy.getsockname()[1]
         before = _containers(deployment)
         run = run_playbook("site.yml", deployment.inventory, "-e", json.dumps({"labelstack_port": port}))
     assert run.returncode != 0, "the deploy went ahead on a busy port"
-    assert f"labelstack_port {port} on 127.0.0.1 is already taken by another process" in run.output, run.output[-2000:]
+    taken = f"labelstack_port {port} on {deployment.bind_address} is already taken by another process"
+    assert taken in run.output, run.output[-2000:]
     assert all(counts["changed"] == 0 for counts in run.recap().values()), run.changed_tasks()
     assert _containers(deployment) == before, "a refused deploy touched the containers"

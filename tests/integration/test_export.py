@@ -13,17 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ml.mllib import CONFIG, Api, choice_result
 
-from conftest import Deployment
-from labelstack_testlib import run_playbook
+from labelstack_testlib import Api, Deployment, run_playbook
+from ml.mllib import CONFIG, choice_result
 
 N_TASKS = 25
-
-
-@pytest.fixture(scope="module")
-def api(deployment: Deployment) -> Api:
-    return Api(deployment.url, deployment.api_key)
 
 
 @pytest.fixture
@@ -57,7 +51,7 @@ def test_export_holds_every_task_and_annotation(deployment: Deployment, api: Api
     tasks = json.loads(files[0].read_text())
     assert sorted(t["data"]["text"] for t in tasks) == sorted(texts)
     assert sum(len(t["annotations"]) for t in tasks) == 1
-    leftovers = deployment.host.run("ls %s/export", deployment.credentials["LABELSTACK_APP_DATA_DIR"]).stdout
+    leftovers = deployment.host.run("ls %s/export", deployment.app_data_dir).stdout
     assert files[0].name not in leftovers, "the export was left in the host's data directory"
     assert f"project-{project}-at-" not in leftovers, "the exporter's own copy was left in the host's data directory"
 

@@ -12,29 +12,19 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from ml.mllib import CONFIG, Api, tasks_of
 
-from conftest import Deployment
-from labelstack_testlib import wait_for
+from labelstack_testlib import Api, Deployment, wait_for
+from ml.mllib import CONFIG
 
 LARGE_IMPORT = 20_000
 RECOVERY_TIMEOUT = 240
 
 
-@pytest.fixture(scope="module")
-def api(deployment: Deployment) -> Api:
-    return Api(deployment.url, deployment.api_key, timeout=300)
-
-
 @pytest.fixture
-def project(api: Api) -> Iterator[int]:
-    created = api.call("POST", "/api/projects", {"title": f"fault-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})
+def project(slow_api: Api) -> Iterator[int]:
+    created = slow_api.call("POST", "/api/projects", {"title": f"fault-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})
     yield created["id"]
-    api.call("DELETE", f"/api/projects/{created['id']}", ok=(204, 404))
-
-
-def container(deployment: Deployment, service: str) -> str:
-    return f"{deployment.project_name}-{service}-1"
+    slow_api.call("DELETE", f"/api/projects/{created['id']}", ok=(204, 404))
 
 
 def all_healthy(deployment: Deployment) -> bool:
@@ -43,7 +33,7 @@ def all_healthy(deployment: Deployment) -> bool:
         deployment.project_name,
     ).stdout.splitlines()
     names = {line.split()[0] for line in out}
-    core = {container(deployment, service) for service in ("app", "db", "ml-backend")}
+    core = {deployment.container(service) for service in ("app", "db", "ml-backend")}
     return core <= names and all("(healthy)" in line for line in out)
 
 
@@ -59,7 +49,7 @@ def api_answers(api: Api) -> bool:
 
 
 def test_app_killed_mid_import_restarts_and_imports_all_or_nothing(
-    deployment: Deployment, api: Api, project: int, record_property: pytest.RecordProperty
+    deployment: Deployment, slow_api: Api, project: int, record_property: pytest.RecordProperty
 ) -> None:
     # SIGKILL from outside, as the kernel's OOM killer does. (`docker kill` is an operator's stop: Docker
     # never restarts a container it was told to kill, whatever the restart policy.)
@@ -68,14 +58,14 @@ def test_app_killed_mid_import_restarts_and_imports_all_or_nothing(
 
     def do_import() -> None:
         try:
-            outcome["status"] = api.request("POST", f"/api/projects/{project}/import", json=tasks).status_code
+            outcome["status"] = slow_api.request("POST", f"/api/projects/{project}/import", json=tasks).status_code
         except requests.RequestException as exc:
             outcome["error"] = type(exc).__name__
 
     importer = threading.Thread(target=do_import)
     importer.start()
     time.sleep(2)  # the request is being processed: parsed, validated, inserting
-    app = container(deployment, "app")
+    app = deployment.container("app")
     started = deployment.host.check_output("docker inspect -f '{{.State.StartedAt}}' %s", app)
     deployment.host.check_output("kill -KILL $(docker inspect -f '{{.State.Pid}}' %s)", app)
     importer.join(timeout=RECOVERY_TIMEOUT)
@@ -86,19 +76,21 @@ def test_app_killed_mid_import_restarts_and_imports_all_or_nothing(
         "the killed app container was not restarted by its restart policy",
     )
     wait_all_healthy(deployment, "SIGKILL of the app")
-    count = len(tasks_of(api, project))
+    count = len(slow_api.all_tasks(project))
     record_property("tasks_after_kill", count)
     assert count in (0, LARGE_IMPORT), f"a killed import left {count} of {LARGE_IMPORT} tasks"
 
 
-def test_app_recovers_from_a_database_restart(deployment: Deployment, api: Api, project: int) -> None:
-    api.call("POST", f"/api/projects/{project}/import", [{"text": "before the restart"}])
-    deployment.host.check_output("docker restart %s", container(deployment, "db"))
+def test_app_recovers_from_a_database_restart(deployment: Deployment, slow_api: Api, project: int) -> None:
+    slow_api.call("POST", f"/api/projects/{project}/import", [{"text": "before the restart"}])
+    deployment.host.check_output("docker restart %s", deployment.container("db"))
     wait_all_healthy(deployment, "a database restart")
     # No manual action: the app must answer again on its own, several times in a row.
-    wait_for(lambda: all(api_answers(api) for _ in range(3)) or None, 60, "the app did not recover from the db restart")
-    api.call("POST", f"/api/projects/{project}/import", [{"text": "after the restart"}])
-    assert sorted(t["data"]["text"] for t in tasks_of(api, project)) == ["after the restart", "before the restart"]
+    wait_for(
+        lambda: all(api_answers(slow_api) for _ in range(3)) or None, 60, "the app did not recover from the db restart"
+    )
+    slow_api.call("POST", f"/api/projects/{project}/import", [{"text": "after the restart"}])
+    assert sorted(t["data"]["text"] for t in slow_api.all_tasks(project)) == ["after the restart", "before the restart"]
 
 
 def _daemon_restart(deployment: Deployment) -> None:
@@ -115,14 +107,14 @@ def _daemon_restart(deployment: Deployment) -> None:
 
 
 def test_stack_returns_after_a_docker_daemon_restart(
-    deployment: Deployment, api: Api, project: int, record_property: pytest.RecordProperty
+    deployment: Deployment, slow_api: Api, project: int, record_property: pytest.RecordProperty
 ) -> None:
-    api.call("POST", f"/api/projects/{project}/import", [{"text": f"kept {i}"} for i in range(100)])
-    before = sorted(t["id"] for t in tasks_of(api, project))
+    slow_api.call("POST", f"/api/projects/{project}/import", [{"text": f"kept {i}"} for i in range(100)])
+    before = sorted(t["id"] for t in slow_api.all_tasks(project))
     started = time.monotonic()
     _daemon_restart(deployment)
     wait_for(lambda: deployment.host.run("docker version").rc == 0 or None, 120, "dockerd did not come back")
     wait_all_healthy(deployment, "a Docker daemon restart")
-    wait_for(lambda: api_answers(api) or None, 60, "the app does not answer after the daemon restart")
+    wait_for(lambda: api_answers(slow_api) or None, 60, "the app does not answer after the daemon restart")
     record_property("seconds_until_healthy", round(time.monotonic() - started, 1))
-    assert sorted(t["id"] for t in tasks_of(api, project)) == before
+    assert sorted(t["id"] for t in slow_api.all_tasks(project)) == before

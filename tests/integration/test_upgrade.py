@@ -13,18 +13,23 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import yaml
-from ml.mllib import CONFIG, Api, choice_result, make_texts, tasks_of
-from statelib import Snapshot, snapshot
 
-from conftest import Deployment, inventory_host, load_deployment
-from labelstack_testlib import REPO, PlaybookRun, run_playbook
+from labelstack_testlib import (
+    REPO,
+    Api,
+    Deployment,
+    PlaybookRun,
+    inventory_host,
+    load_deployment,
+    role_default,
+    run_playbook,
+)
+from ml.mllib import CONFIG, choice_result, make_texts
+from statelib import Snapshot, snapshot
 
 INVENTORY = "inventory/test-upgrade"
 PREVIOUS = "1.22.0"
-PINNED = yaml.safe_load((REPO / "ansible/roles/labelstack/defaults/main.yml").read_text())[
-    "labelstack_label_studio_version"
-]
+PINNED = role_default("labelstack_label_studio_version")
 N_TASKS = 40
 N_ANNOTATED = 10
 
@@ -41,37 +46,46 @@ def running_version(api: Api) -> str:
 @pytest.fixture(scope="module")
 def old_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     host = inventory_host(INVENTORY)
+    backup_dir = ""  # known from the stack's credentials.env, once deployed
     try:
         run = deploy({"labelstack_label_studio_version": PREVIOUS})
         if run.returncode != 0:
             pytest.fail(f"deploying Label Studio {PREVIOUS} failed:\n{run.output[-6000:]}")
-        yield load_deployment(INVENTORY, host, tmp_path_factory)
+        stack = load_deployment(INVENTORY, host, tmp_path_factory)
+        backup_dir = stack.backup_dir
+        yield stack
     finally:
         removed = run_playbook("destroy.yml", INVENTORY, "-e", '{"labelstack_destroy_data": true}')
         assert removed.returncode == 0, removed.output[-3000:]
-        host.check_output("rm -rf /var/backups/labelstack-upgrade")
+        if backup_dir:
+            host.check_output("rm -rf %s", backup_dir)
 
 
 @pytest.fixture(scope="module")
-def api(old_stack: Deployment) -> Api:
-    return Api(old_stack.url, old_stack.api_key)
+def upgrade_api(old_stack: Deployment) -> Api:
+    """The session's `api` fixture is the deployment under test's; this stack is another one."""
+    return old_stack.api()
 
 
 @pytest.fixture(scope="module")
-def old_data(old_stack: Deployment, api: Api) -> Snapshot:
+def old_data(old_stack: Deployment, upgrade_api: Api) -> Snapshot:
     """Tasks, annotations, imported predictions and an uploaded file, written by the old version."""
-    assert running_version(api) == PREVIOUS
-    project = api.call("POST", "/api/projects", {"title": f"upgrade-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})
+    assert running_version(upgrade_api) == PREVIOUS
+    project = upgrade_api.call(
+        "POST", "/api/projects", {"title": f"upgrade-{uuid.uuid4().hex[:8]}", "label_config": CONFIG}
+    )
     pid = project["id"]
     rows = make_texts(N_TASKS, seed=23)
-    api.call("POST", f"/api/projects/{pid}/import", [{"text": text} for text, _ in rows[:-1]])
+    upgrade_api.call("POST", f"/api/projects/{pid}/import", [{"text": text} for text, _ in rows[:-1]])
     upload = json.dumps([{"data": {"text": rows[-1][0]}, "predictions": [{"result": choice_result("Finance")}]}])
-    response = api.request("POST", f"/api/projects/{pid}/import", files={"file": ("last.json", upload.encode())})
+    response = upgrade_api.request(
+        "POST", f"/api/projects/{pid}/import", files={"file": ("last.json", upload.encode())}
+    )
     assert response.status_code == 201, response.text
-    ids = sorted(t["id"] for t in tasks_of(api, pid))
+    ids = sorted(t["id"] for t in upgrade_api.all_tasks(pid))
     for task_id, (_, label) in zip(ids[:N_ANNOTATED], rows, strict=False):
-        api.call("POST", f"/api/tasks/{task_id}/annotations?project={pid}", {"result": choice_result(label)})
-    before = snapshot(api, old_stack)
+        upgrade_api.call("POST", f"/api/tasks/{task_id}/annotations?project={pid}", {"result": choice_result(label)})
+    before = snapshot(upgrade_api, old_stack)
     assert sum(map(len, before.annotations.values())) == N_ANNOTATED
     assert any(before.predictions.values()), "the uploaded prediction is missing"
     return before
@@ -88,25 +102,25 @@ def uploads(state: Snapshot) -> dict[str, str]:
     return {path: digest for path, digest in state.files.items() if "/media/upload/" in path}
 
 
-def test_upgrade_runs_the_pinned_version(upgrade: PlaybookRun, api: Api) -> None:
+def test_upgrade_runs_the_pinned_version(upgrade: PlaybookRun, upgrade_api: Api) -> None:
     assert upgrade.returncode == 0, upgrade.output[-6000:]
-    assert running_version(api) == PINNED
+    assert running_version(upgrade_api) == PINNED
 
 
 def test_upgrade_backs_up_the_old_version_first(upgrade: PlaybookRun, old_stack: Deployment) -> None:
     marker = next((line for line in upgrade.output.splitlines() if "Backup 2" in line), "")
     assert marker, f"the upgrade took no backup:\n{upgrade.output[-4000:]}"
-    folder = f"{old_stack.credentials['LABELSTACK_BACKUP_DIR']}/{marker.split('Backup ', 1)[1].split()[0]}"
+    folder = f"{old_stack.backup_dir}/{marker.split('Backup ', 1)[1].split()[0]}"
     meta = json.loads(old_stack.host.file(f"{folder}/backup.json").content_string)
     assert meta["label_studio_version"] == PREVIOUS, meta
     assert old_stack.host.run("cd %s && sha256sum --check --quiet SHA256SUMS", folder).rc == 0
 
 
 def test_data_of_the_old_version_is_intact(
-    upgrade: PlaybookRun, old_stack: Deployment, api: Api, old_data: Snapshot
+    upgrade: PlaybookRun, old_stack: Deployment, upgrade_api: Api, old_data: Snapshot
 ) -> None:
     assert upgrade.returncode == 0
-    after = snapshot(api, old_stack)
+    after = snapshot(upgrade_api, old_stack)
     assert after.projects == old_data.projects
     assert after.tasks == old_data.tasks
     assert after.annotations == old_data.annotations
@@ -128,9 +142,9 @@ def test_smoke_and_infra_suites_pass_after_the_upgrade(upgrade: PlaybookRun) -> 
     assert proc.returncode == 0, f"suites failed on the upgraded stack:\n{proc.stdout[-6000:]}{proc.stderr[-2000:]}"
 
 
-def test_going_back_to_the_old_version_is_refused(upgrade: PlaybookRun, api: Api) -> None:
+def test_going_back_to_the_old_version_is_refused(upgrade: PlaybookRun, upgrade_api: Api) -> None:
     assert upgrade.returncode == 0
     run = deploy({"labelstack_label_studio_version": PREVIOUS})
     assert run.returncode != 0, "a downgrade over a migrated database was accepted"
     assert f"labelstack_label_studio_version {PREVIOUS} is older than the {PINNED}" in " ".join(run.output.split())
-    assert running_version(api) == PINNED
+    assert running_version(upgrade_api) == PINNED

@@ -1,4 +1,4 @@
-"""Fixtures for the ML backend tests: API client, the backend's settings, a project connected to it."""
+"""Fixtures for the ML backend tests: the backend's settings, a project connected to it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Deployment
+from labelstack_testlib import Api, Deployment
 
-from .mllib import CONFIG, Api, MlProject, make_texts, ml_tool, tasks_of
+from .mllib import CONFIG, MlProject, make_texts, ml_tool
 
 
 @pytest.fixture(scope="session")
@@ -20,11 +20,6 @@ def ml_settings(deployment: Deployment) -> dict[str, str]:
     return deployment.credentials
 
 
-@pytest.fixture(scope="session")
-def api(deployment: Deployment) -> Api:
-    return Api(deployment.url, deployment.api_key)
-
-
 @pytest.fixture(scope="module")
 def ml_project(api: Api, ml_settings: dict[str, str]) -> Iterator[MlProject]:
     title = f"ml-test-{uuid.uuid4().hex[:10]}"
@@ -32,7 +27,7 @@ def ml_project(api: Api, ml_settings: dict[str, str]) -> Iterator[MlProject]:
     try:
         rows = make_texts()
         api.call("POST", f"/api/projects/{project['id']}/import", [{"text": t, "truth": lab} for t, lab in rows])
-        truth = {t["id"]: t["data"]["truth"] for t in tasks_of(api, project["id"])}
+        truth = {t["id"]: t["data"]["truth"] for t in api.all_tasks(project["id"])}
         out = json.loads(ml_tool(ml_settings, "connect", str(project["id"])))
         yield MlProject(project["id"], truth, out["ml_backend"])
     finally:

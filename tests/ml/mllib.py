@@ -1,8 +1,7 @@
-"""Helpers of the ML backend tests: synthetic texts, API client, the provisioning tool."""
+"""Helpers of the ML backend tests: synthetic texts and their label config, the provisioning tool."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import subprocess
@@ -10,11 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import testinfra.host
-from smoke.smokelib import Api as HttpApi
-from smoke.smokelib import JsonValue, expect
-
-from labelstack_testlib import REPO, wait_for
+from labelstack_testlib import REPO, Deployment, wait_for
 
 LABELS = ("Sports", "Finance", "Weather")
 # Three vocabularies sharing many words, so a single shared word never decides the label.
@@ -45,16 +40,6 @@ def make_texts(n: int = 300, seed: int = 7) -> list[tuple[str, str]]:
     return rows
 
 
-@dataclass(frozen=True)
-class Api(HttpApi):
-    """The smoke suite's HTTP client, with calls that assert the status and return the JSON body."""
-
-    def call(self, method: str, path: str, body: JsonValue = None, ok: tuple[int, ...] = (200, 201, 204)) -> JsonValue:
-        response = self.request(method, path, json=body)
-        assert response.status_code in ok, f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}"
-        return response.json() if response.content else None
-
-
 @dataclass
 class MlProject:
     id: int
@@ -64,20 +49,6 @@ class MlProject:
 
 def choice_result(label: str) -> list[dict[str, Any]]:
     return [{"from_name": "topic", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
-
-
-def tasks_of(api: Api, project: int) -> list[dict[str, Any]]:
-    """Every task of the project with its predictions (the task list is paginated: 100 per page at most)."""
-    tasks: list[dict[str, Any]] = []
-    for page in itertools.count(1):
-        response = api.get("/api/tasks", params={"project": project, "page": page, "page_size": 100, "fields": "all"})
-        if response.status_code == 404:  # past the last page
-            break
-        batch = expect(response, 200, f"tasks of project {project}, page {page}")["tasks"]
-        tasks += batch
-        if len(batch) < 100:
-            break
-    return tasks
 
 
 def ml_tool(ml_settings: dict[str, str], *args: str) -> str:
@@ -99,13 +70,15 @@ def ml_tool(ml_settings: dict[str, str], *args: str) -> str:
     return proc.stdout
 
 
-def wait_until_learned(host: testinfra.host.Host, project_name: str, timeout: float = 180) -> None:
+def wait_until_learned(deployment: Deployment, timeout: float = 180) -> None:
     """Wait until the ML backend has no training queued or running (its /health lists none).
 
     Trainings publish predictions; a snapshot taken while one runs misses the predictions it is about to store.
     """
     probe = (
-        f"docker exec {project_name}-ml-backend-1 python3 -c 'import json, urllib.request; "
+        f"docker exec {deployment.container('ml-backend')} python3 -c 'import json, urllib.request; "
         'print(json.load(urllib.request.urlopen("http://127.0.0.1:9090/health", timeout=4))["training"])\''
     )
-    wait_for(lambda: host.check_output(probe) == "[]" or None, timeout, "the ML backend never stopped training", 1)
+    wait_for(
+        lambda: deployment.host.check_output(probe) == "[]" or None, timeout, "the ML backend never stopped training", 1
+    )

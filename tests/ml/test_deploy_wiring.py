@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Deployment
+from labelstack_testlib import Api, Deployment
 
-from .mllib import Api, ml_tool
+from .mllib import ml_tool
 
 
 @pytest.fixture(scope="module")

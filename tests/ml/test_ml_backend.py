@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Deployment
-from labelstack_testlib import wait_for
+from labelstack_testlib import Api, Deployment, wait_for
 
-from .mllib import Api, MlProject, choice_result, ml_tool, tasks_of
+from .mllib import MlProject, choice_result, ml_tool
 
 N_TRAIN = 40
 TRAIN_TIMEOUT = 180
@@ -28,7 +27,7 @@ def retrieve_predictions(api: Api, project: MlProject, ids: list[int]) -> dict[i
         {"project": project.id, "selectedItems": {"all": False, "included": ids}},
     )
     latest = {}
-    for task in tasks_of(api, project.id):
+    for task in api.all_tasks(project.id):
         preds = task.get("predictions") or []
         if task["id"] in ids and preds:
             latest[task["id"]] = max(preds, key=lambda p: p.get("id", 0))
@@ -107,7 +106,7 @@ def test_training_again_changes_the_model_version(api: Api, ml_project: MlProjec
 
 def test_model_survives_a_backend_restart(api: Api, ml_project: MlProject, deployment: Deployment) -> None:
     version = api.call("GET", f"/api/projects/{ml_project.id}")["model_version"]
-    container = f"{deployment.project_name}-ml-backend-1"
+    container = deployment.container("ml-backend")
     deployment.host.check_output(f"docker restart {container}")
     wait_healthy(deployment, container, "ml-backend not healthy after restart")
     # A task with no prediction at all is predicted when it loads: by the model loaded from disk.
@@ -144,7 +143,7 @@ def test_task_without_the_field_gets_an_empty_result(api: Api, ml_project: MlPro
         "    headers={'Content-Type': 'application/json', 'Authorization': 'Basic ' + auth.decode()})\n"
         "with u.urlopen(r, timeout=30) as resp: print(resp.status, resp.read().decode())\n"
     )
-    container = f"{deployment.project_name}-ml-backend-1"
+    container = deployment.container("ml-backend")
     out = deployment.host.check_output("docker exec %s python3 -c %s %s", container, script, body)  # testinfra quotes
     status, _, text = out.partition(" ")
     assert status == "200", out
@@ -154,7 +153,7 @@ def test_task_without_the_field_gets_an_empty_result(api: Api, ml_project: MlPro
 
 
 def test_labeling_works_while_the_backend_is_stopped(api: Api, ml_project: MlProject, deployment: Deployment) -> None:
-    container = f"{deployment.project_name}-ml-backend-1"
+    container = deployment.container("ml-backend")
     version = api.call("GET", f"/api/projects/{ml_project.id}")["model_version"]
     deployment.host.check_output(f"docker stop {container}")
     try:

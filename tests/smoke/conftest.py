@@ -1,4 +1,4 @@
-"""Fixtures of the SDK smoke suite: API clients and throwaway projects that are always deleted."""
+"""Fixtures of the SDK smoke suite: the new SDK's client and throwaway projects that are always deleted."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from label_studio_sdk import LabelStudio
 
-from conftest import Deployment
+from labelstack_testlib import Api, Deployment
 
-from .smokelib import Api, ProjectFactory, Target, delete_projects
+from .smokelib import ProjectFactory, delete_projects
 
 
 @pytest.fixture(scope="session")
@@ -21,26 +21,9 @@ def run_prefix() -> str:
 
 
 @pytest.fixture(scope="session")
-def target(deployment: Deployment) -> Target:
-    """The deployment's URL, key, host and folders, with the key kept out of reprs (pytest prints arguments)."""
-    return Target(
-        url=deployment.url.rstrip("/"),
-        api_key=deployment.api_key,
-        host=deployment.host,
-        local_files_dir=deployment.local_files_dir,
-        local_files_root=deployment.local_files_root,
-    )
-
-
-@pytest.fixture(scope="session")
-def api(target: Target) -> Api:
-    return Api(target.url, target.api_key)
-
-
-@pytest.fixture(scope="session")
-def ls(target: Target) -> LabelStudio:
+def ls(deployment: Deployment) -> LabelStudio:
     """The new SDK client, as users create it."""
-    return LabelStudio(base_url=target.url, api_key=target.api_key)
+    return LabelStudio(base_url=deployment.url, api_key=deployment.api_key)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Helpers of the SDK smoke suite: plain HTTP calls, throwaway projects, the five canonical label configs."""
+"""Helpers of the SDK smoke suite: throwaway projects, the five canonical label configs, comparing exports."""
 
 from __future__ import annotations
 
@@ -7,101 +7,15 @@ import itertools
 import json
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
 
-import requests
-import testinfra
 from label_studio_sdk import LabelStudio
 
-# JSON as parsed by json.loads / returned by the API.
-JsonValue = Any
+from labelstack_testlib import Api, JsonValue
 
 # Nothing listens on port 1: media URLs of the tasks must never be needed by the server (imports, exports).
 UNREACHABLE_MEDIA = "http://127.0.0.1:1/smoke"
 TITLE_MAX_LENGTH = 50  # Project.title is a CharField(max_length=50)
 COMMON_EXPORT_FORMATS = frozenset({"JSON", "JSON_MIN", "CSV", "TSV"})
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the smoke tests need from the deployment under test."""
-
-    url: str
-    api_key: str = field(repr=False)
-    host: testinfra.host.Host
-    local_files_dir: str  # on the host
-    local_files_root: str  # the same folder inside the container (LOCAL_FILES_DOCUMENT_ROOT)
-
-
-@dataclass(frozen=True)
-class Api:
-    """Plain HTTP calls with the admin's legacy token, one new connection per call (like curl)."""
-
-    base_url: str
-    token: str = field(repr=False)
-    timeout: float = 60.0
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        token: str | None = None,
-        anonymous: bool = False,
-        params: dict[str, str | int] | None = None,
-        json: JsonValue = None,
-        files: dict[str, tuple[str, bytes, str]] | None = None,
-    ) -> requests.Response:
-        """`path` is relative to the deployment URL; `token` overrides the admin's, `anonymous` sends none."""
-        headers = {} if anonymous else {"Authorization": f"Token {token or self.token}"}
-        url = path if path.startswith("http") else f"{self.base_url}{path}"
-        return requests.request(
-            method, url, headers=headers, params=params, json=json, files=files, timeout=self.timeout
-        )
-
-    def get(
-        self,
-        path: str,
-        *,
-        params: dict[str, str | int] | None = None,
-        token: str | None = None,
-        anonymous: bool = False,
-    ) -> requests.Response:
-        return self.request("GET", path, params=params, token=token, anonymous=anonymous)
-
-    def post(
-        self, path: str, *, json: JsonValue = None, files: dict[str, tuple[str, bytes, str]] | None = None
-    ) -> requests.Response:
-        return self.request("POST", path, json=json, files=files)
-
-    def delete(self, path: str) -> requests.Response:
-        return self.request("DELETE", path)
-
-    def export(self, project_id: int, export_type: str, **params: str) -> requests.Response:
-        """Synchronous export (GET /api/projects/{id}/export), asserted successful."""
-        response = self.get(f"/api/projects/{project_id}/export", params={"exportType": export_type, **params})
-        expect(response, 200, f"{export_type} export of project {project_id}")
-        return response
-
-    def all_projects(self) -> list[dict[str, JsonValue]]:
-        """Every project the admin can see (all pages)."""
-        projects: list[dict[str, JsonValue]] = []
-        for page in itertools.count(1):
-            body = expect(self.get("/api/projects", params={"page": page, "page_size": 100}), 200, "project list")
-            projects += body["results"]
-            if not body.get("next"):
-                break
-        return projects
-
-
-def expect(response: requests.Response, status: int, what: str) -> JsonValue:
-    """Assert the HTTP status (showing the body when it differs) and return the parsed JSON body, if any."""
-    assert response.status_code == status, (
-        f"{what}: expected HTTP {status}, got {response.status_code}: {response.text[:1500]}"
-    )
-    if not response.content or "json" not in response.headers.get("Content-Type", ""):
-        return None
-    return response.json()
 
 
 def open_zip(content: bytes, what: str) -> zipfile.ZipFile:

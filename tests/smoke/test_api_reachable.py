@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from conftest import Deployment
+from labelstack_testlib import Deployment
 
 
 def test_health_endpoint_reports_up(deployment: Deployment) -> None:
@@ -18,5 +18,4 @@ def test_api_version_is_the_pinned_one(deployment: Deployment) -> None:
         f"{deployment.url}/api/version", headers={"Authorization": f"Token {deployment.api_key}"}, timeout=10
     )
     assert response.status_code == 200, response.text
-    expected = str(deployment.variables.get("labelstack_label_studio_version", "1.23.2"))
-    assert response.json()["release"] == expected
+    assert response.json()["release"] == deployment.version

@@ -6,7 +6,9 @@ import pytest
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from .smokelib import TEXT_CLASSIFICATION, Api, ProjectFactory, Target, expect
+from labelstack_testlib import Api, Deployment, expect
+
+from .smokelib import TEXT_CLASSIFICATION, ProjectFactory
 
 INVALID_CONFIGS = {
     "unclosed-xml": ('<View><Text name="text" value="$text"/><Choices name="c" toName="text">', "no element found"),
@@ -72,12 +74,12 @@ def test_tasks_missing_the_config_variable_are_rejected(ls: LabelStudio, api: Ap
     assert list(ls.tasks.list(project=project_id)) == [], "part of a rejected import was kept"
 
 
-def test_wrong_token_gets_401(target: Target, api: Api) -> None:
+def test_wrong_token_gets_401(deployment: Deployment, api: Api) -> None:
     response = api.get("/api/projects", token="not-the-right-token-0123456789")
     body = expect(response, 401, "wrong token")
     assert body["detail"] == "Invalid token.", body
     assert expect(api.get("/api/projects", anonymous=True), 401, "no token")["detail"]
 
     with pytest.raises(ApiError) as caught:
-        LabelStudio(base_url=target.url, api_key="not-the-right-token-0123456789").projects.get(1)
+        LabelStudio(base_url=deployment.url, api_key="not-the-right-token-0123456789").projects.get(1)
     assert caught.value.status_code == 401, caught.value

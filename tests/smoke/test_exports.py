@@ -10,13 +10,14 @@ from pathlib import PurePosixPath
 import pytest
 from label_studio_sdk import LabelStudio
 
+from labelstack_testlib import Api
+
 from .smokelib import (
     CASES,
     NAMED_ENTITIES,
     OBJECT_DETECTION,
     OD_LABELS,
     AnnotatedProject,
-    Api,
     LabelConfigCase,
     ProjectFactory,
     create_annotated_project,

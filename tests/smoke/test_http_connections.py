@@ -11,14 +11,14 @@ import httpx
 import pytest
 import requests
 
-from .smokelib import Target
+from labelstack_testlib import Deployment
 
 ROUNDS = 20
 
 
-def test_kept_alive_connection_is_answered_or_closed_explicitly(target: Target) -> None:
+def test_kept_alive_connection_is_answered_or_closed_explicitly(deployment: Deployment) -> None:
     """An HTTP/1.1 response without `Connection: close` promises the connection can be reused."""
-    url = urlsplit(target.url)
+    url = urlsplit(deployment.url)
     connection = (
         # The default context trusts SSL_CERT_FILE: the deployment's generated CA in this session.
         http.client.HTTPSConnection(url.hostname or "", url.port, timeout=10, context=ssl.create_default_context())
@@ -70,6 +70,8 @@ def get_with_httpx_client(url: str, rounds: int) -> list[str]:
 
 
 @pytest.mark.parametrize("get", [get_with_requests_session, get_with_httpx_client], ids=["requests", "httpx"])
-def test_pooled_client_survives_back_to_back_requests(get: Callable[[str, int], list[str]], target: Target) -> None:
-    failures = get(f"{target.url}/api/version", ROUNDS)
+def test_pooled_client_survives_back_to_back_requests(
+    get: Callable[[str, int], list[str]], deployment: Deployment
+) -> None:
+    failures = get(f"{deployment.url}/api/version", ROUNDS)
     assert not failures, f"{len(failures)} of {ROUNDS} back-to-back requests failed, e.g. {failures[0]}"

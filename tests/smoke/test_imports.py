@@ -8,7 +8,9 @@ import json
 
 from label_studio_sdk import LabelStudio
 
-from .smokelib import TEXT_CLASSIFICATION, Api, JsonValue, ProjectFactory, expect
+from labelstack_testlib import Api, JsonValue, expect
+
+from .smokelib import TEXT_CLASSIFICATION, ProjectFactory
 
 TEXTS = ["First smoke text.", 'Second one, with a comma and "quotes".', "Dritter Text: Grüße ✓"]
 

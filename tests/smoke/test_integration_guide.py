@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from label_studio_sdk import Client
 
-from .smokelib import ProjectFactory, Target
+from labelstack_testlib import Deployment
+
+from .smokelib import ProjectFactory
 
 
-def test_guide_quick_start_import_and_export(target: Target, projects: ProjectFactory, tmp_path: Path) -> None:
+def test_guide_quick_start_import_and_export(deployment: Deployment, projects: ProjectFactory, tmp_path: Path) -> None:
     # --- guide, "Python SDK": connect, create project, import data ---
-    ls = Client(url=target.url, api_key=target.api_key)
+    ls = Client(url=deployment.url, api_key=deployment.api_key)
 
     project = ls.start_project(
         title=projects.title("Image Classification"),
@@ -56,8 +58,8 @@ def test_guide_quick_start_import_and_export(target: Target, projects: ProjectFa
     reason="the guide's 'Import with predictions' uses the flat task form; Label Studio 1.23.2 imports it as data "
     "and creates no prediction (the nested form {'data': ..., 'predictions': [...]} works, see test_imports.py)",
 )
-def test_guide_import_with_predictions(target: Target, projects: ProjectFactory) -> None:
-    ls = Client(url=target.url, api_key=target.api_key)
+def test_guide_import_with_predictions(deployment: Deployment, projects: ProjectFactory) -> None:
+    ls = Client(url=deployment.url, api_key=deployment.api_key)
     project = ls.start_project(
         title=projects.title("guide-predictions"),
         label_config='<View><Image name="image" value="$image"/><Choices name="label" toName="image">'

@@ -8,12 +8,14 @@ import pytest
 import requests
 from label_studio_sdk import Client
 
-from .smokelib import NAMED_ENTITIES, OBJECT_DETECTION, OD_LABELS, ProjectFactory, Target, data_signature, open_zip
+from labelstack_testlib import Deployment
+
+from .smokelib import NAMED_ENTITIES, OBJECT_DETECTION, OD_LABELS, ProjectFactory, data_signature, open_zip
 
 
 @pytest.fixture
-def client(target: Target) -> Client:
-    return Client(url=target.url, api_key=target.api_key)
+def client(deployment: Deployment) -> Client:
+    return Client(url=deployment.url, api_key=deployment.api_key)
 
 
 def test_legacy_client_project_lifecycle(client: Client, projects: ProjectFactory, my_user_id: int) -> None:
@@ -60,8 +62,8 @@ def test_legacy_client_exports_yolo_to_a_file(client: Client, projects: ProjectF
     assert len(labels) == len(case.tasks), archive.namelist()
 
 
-def test_legacy_client_with_a_wrong_token_gets_401(target: Target) -> None:
-    client = Client(url=target.url, api_key="not-the-right-token-0123456789")  # /api/version needs no token
+def test_legacy_client_with_a_wrong_token_gets_401(deployment: Deployment) -> None:
+    client = Client(url=deployment.url, api_key="not-the-right-token-0123456789")  # /api/version needs no token
     with pytest.raises(requests.HTTPError) as caught:
         client.list_projects()
     assert caught.value.response is not None

@@ -12,9 +12,9 @@ from urllib.parse import quote
 import pytest
 from label_studio_sdk import LabelStudio
 
-from labelstack_testlib import wait_for
+from labelstack_testlib import Api, Deployment, expect, wait_for
 
-from .smokelib import Api, ProjectFactory, Target, expect
+from .smokelib import ProjectFactory
 
 LABEL_CONFIG = """
 <View>
@@ -45,38 +45,40 @@ class SyncedFolder:
     task_urls: dict[str, str]  # file name -> the URL in its task's data
 
 
-def write_files(target: Target, files: dict[str, dict[str, bytes]]) -> None:
+def write_files(deployment: Deployment, files: dict[str, dict[str, bytes]]) -> None:
     """Create {folder: {name: content}} under the host's local-files folder, readable by the app (uid 1001)."""
     commands = ["set -e"]
     for folder, contents in files.items():
-        path = f"{target.local_files_dir}/{folder}"
+        path = f"{deployment.local_files_dir}/{folder}"
         commands.append(f"mkdir -p {shlex.quote(path)}")
         for name, content in contents.items():
             encoded = base64.b64encode(content).decode()
             commands.append(f"printf %s {encoded} | base64 -d > {shlex.quote(f'{path}/{name}')}")
         commands.append(f"chmod -R a+rX {shlex.quote(path)}")
-    result = target.host.run("sh -c %s", "\n".join(commands))
+    result = deployment.host.run("sh -c %s", "\n".join(commands))
     assert result.rc == 0, f"could not write the smoke files on the host: {result.stderr}"
 
 
-def remove_folders(target: Target, folders: list[str]) -> None:
-    paths = [f"{target.local_files_dir}/{folder}" for folder in folders]
-    result = target.host.run("rm -rf -- " + " ".join(shlex.quote(path) for path in paths))
+def remove_folders(deployment: Deployment, folders: list[str]) -> None:
+    paths = [f"{deployment.local_files_dir}/{folder}" for folder in folders]
+    result = deployment.host.run("rm -rf -- " + " ".join(shlex.quote(path) for path in paths))
     assert result.rc == 0, f"could not remove {paths} on the host: {result.stderr}"
-    assert not any(target.host.file(path).exists for path in paths), f"{paths} still exist on the host"
+    assert not any(deployment.host.file(path).exists for path in paths), f"{paths} still exist on the host"
 
 
 @pytest.fixture(scope="module")
-def synced(target: Target, ls: LabelStudio, api: Api, module_projects: ProjectFactory) -> Iterator[SyncedFolder]:
+def synced(
+    deployment: Deployment, ls: LabelStudio, api: Api, module_projects: ProjectFactory
+) -> Iterator[SyncedFolder]:
     folder = f"smoke-{uuid.uuid4().hex[:8]}"
     unconnected = f"{folder}-unconnected"
-    write_files(target, {folder: FILES, unconnected: {"secret.txt": SECRET}})
+    write_files(deployment, {folder: FILES, unconnected: {"secret.txt": SECRET}})
     try:
         project_id = module_projects.create("local-files", LABEL_CONFIG)
         storage = ls.import_storage.local.create(
             project=project_id,
             title=folder,
-            path=f"{target.local_files_root}/{folder}",
+            path=f"{deployment.local_files_root}/{folder}",
             regex_filter=REGEX_FILTER,
             use_blob_urls=True,
         )
@@ -93,18 +95,18 @@ def synced(target: Target, ls: LabelStudio, api: Api, module_projects: ProjectFa
         yield SyncedFolder(project_id, storage.id, folder, unconnected, task_urls)
         expect(api.delete(f"/api/storages/localfiles/{storage.id}"), 204, "storage deletion")
     finally:
-        remove_folders(target, [folder, unconnected])
+        remove_folders(deployment, [folder, unconnected])
 
 
-def file_url(target: Target, relative_path: str) -> str:
-    return f"{target.url}/data/local-files/?d={quote(relative_path)}"
+def file_url(deployment: Deployment, relative_path: str) -> str:
+    return f"{deployment.url}/data/local-files/?d={quote(relative_path)}"
 
 
-def test_sync_creates_one_task_per_matching_file(synced: SyncedFolder, target: Target) -> None:
+def test_sync_creates_one_task_per_matching_file(synced: SyncedFolder, deployment: Deployment) -> None:
     assert sorted(synced.task_urls) == sorted(SYNCED), f"tasks of the sync: {synced.task_urls}"
     for name, url in synced.task_urls.items():
         # Absolute URLs are built from LABEL_STUDIO_HOST: they must point at the deployment itself.
-        assert url == file_url(target, f"{synced.folder}/{name}"), f"task URL of {name}"
+        assert url == file_url(deployment, f"{synced.folder}/{name}"), f"task URL of {name}"
 
 
 @pytest.mark.parametrize("name", SYNCED)
@@ -125,9 +127,9 @@ def test_anonymous_and_wrong_token_requests_are_refused(synced: SyncedFolder, ap
         assert FILES["one.txt"] not in response.content, f"{what}: the file content was served"
 
 
-def test_file_outside_any_storage_is_not_served(synced: SyncedFolder, target: Target, api: Api) -> None:
+def test_file_outside_any_storage_is_not_served(synced: SyncedFolder, deployment: Deployment, api: Api) -> None:
     """A sibling folder whose name merely starts like the storage's must stay private."""
-    response = api.get(file_url(target, f"{synced.unconnected}/secret.txt"))
+    response = api.get(file_url(deployment, f"{synced.unconnected}/secret.txt"))
     assert response.status_code == 404, f"HTTP {response.status_code} {response.text[:300]}"
     assert SECRET not in response.content
 
@@ -143,19 +145,21 @@ def test_file_outside_any_storage_is_not_served(synced: SyncedFolder, target: Ta
         "{root}/../../etc/passwd",
     ],
 )
-def test_path_traversal_never_serves_system_files(path: str, synced: SyncedFolder, target: Target, api: Api) -> None:
+def test_path_traversal_never_serves_system_files(
+    path: str, synced: SyncedFolder, deployment: Deployment, api: Api
+) -> None:
     # Label Studio 1.23.2 answers `..` escapes with HTTP 500 (Django's SuspiciousFileOperation), the others with 404.
-    query = path.format(folder=synced.folder, root=target.local_files_root)
-    response = api.get(f"{target.url}/data/local-files/?d={query}")
+    query = path.format(folder=synced.folder, root=deployment.local_files_root)
+    response = api.get(f"{deployment.url}/data/local-files/?d={query}")
     assert response.status_code != 200, f"?d={query} answered 200: {response.content[:200]!r}"
     assert PASSWD_MARKER not in response.content, f"?d={query} served /etc/passwd"
 
 
 @pytest.mark.parametrize("path", ["{root}", "{root}/", "{root}/{folder}/../..", "/etc", "/label-studio/data"])
 def test_storage_path_must_be_strictly_inside_the_root(
-    path: str, synced: SyncedFolder, target: Target, api: Api
+    path: str, synced: SyncedFolder, deployment: Deployment, api: Api
 ) -> None:
-    storage_path = path.format(root=target.local_files_root, folder=synced.folder)
+    storage_path = path.format(root=deployment.local_files_root, folder=synced.folder)
     response = api.post("/api/storages/localfiles", json={"project": synced.project_id, "path": storage_path})
     if response.status_code == 201:
         api.delete(f"/api/storages/localfiles/{response.json()['id']}")

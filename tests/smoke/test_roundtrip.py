@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from label_studio_sdk import LabelStudio
 
-from .smokelib import CASES, TEXT_CLASSIFICATION, Api, JsonValue, LabelConfigCase, ProjectFactory, expect, json_diff
+from labelstack_testlib import Api, JsonValue, expect
+
+from .smokelib import CASES, TEXT_CLASSIFICATION, LabelConfigCase, ProjectFactory, json_diff
 
 # What a task, annotation or prediction takes from the instance it lives in; everything else must survive.
 # Label Studio 1.23.2's import also leaves `updated_by` empty, does not recompute `result_count` (0) and
