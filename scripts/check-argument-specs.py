@@ -22,8 +22,14 @@ def drift(role: Path) -> list[str]:
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
     specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     options = specs["main"].get("options", {})
-    problems = [f"'{name}' is in defaults/main.yml but not in argument_specs" for name in defaults if name not in options]
-    problems += [f"'{name}' is in argument_specs but has no default in defaults/main.yml" for name in options if name not in defaults]
+    problems = [
+        f"'{name}' is in defaults/main.yml but not in argument_specs" for name in defaults if name not in options
+    ]
+    problems += [
+        f"'{name}' is in argument_specs but has no default in defaults/main.yml"
+        for name in options
+        if name not in defaults
+    ]
     for entry, spec in specs.items():
         problems += [
             f"'{name}' in the {entry} spec has no description"
@@ -31,8 +37,12 @@ def drift(role: Path) -> list[str]:
             if not option.get("description")
         ]
     entry_points = {path.stem for path in (role / "tasks").glob("*.yml")}
-    problems += [f"entry point tasks/{name}.yml has no spec in argument_specs" for name in sorted(entry_points - specs.keys())]
-    problems += [f"spec '{name}' names no entry point (no tasks/{name}.yml)" for name in sorted(specs.keys() - entry_points)]
+    problems += [
+        f"entry point tasks/{name}.yml has no spec in argument_specs" for name in sorted(entry_points - specs.keys())
+    ]
+    problems += [
+        f"spec '{name}' names no entry point (no tasks/{name}.yml)" for name in sorted(specs.keys() - entry_points)
+    ]
     return [f"{role.name}: {message}" for message in problems]
 
 
