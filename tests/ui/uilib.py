@@ -66,8 +66,8 @@ ALLOWED_CONSOLE_ERRORS = {
 }
 USER_MENU = ".lsf-menu-header__user"  # the avatar top right: a page shows it to a logged-in user only
 CREATE_PROJECT = "button[aria-label='Create new project']"  # on the Projects page, with or without projects
-# Chromium aborts requests in flight when an interface comes or goes (Docker starting or removing a container or
-# network): a page then logs errors that say nothing about Label Studio. The check says so, to rerun.
+# How Chromium fails requests when an interface of the host comes or goes (see --disable-http2 above): the
+# page's errors then say nothing about Label Studio, and the check says so, to rerun.
 NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
 T = TypeVar("T")
 
@@ -174,8 +174,8 @@ class Browser:
                 self.logs.requests.append(params["url"])
             elif event["method"] == "Network.responseReceived" and params.get("type") == "Document":
                 self.logs.documents.append((params["response"]["url"], params["response"]["status"]))
-            elif event["method"] == "Network.loadingFailed":  # logged only: leaving a page cancels its requests
-                url = self._urls.get(params["requestId"], params["requestId"])
+            elif event["method"] == "Network.loadingFailed":  # leaving a page cancels its requests: no problem
+                url = self._urls.get(params["requestId"], f"(Chromium's own request {params['requestId']})")
                 self.logs.failed.append(f"{url[:200]}: {params['errorText']}")
         return self.logs
 
