@@ -139,11 +139,10 @@ def test_model_connected_in_settings_prefills_the_next_task(
     )
 
     # Label in the labelling view until the backend has enough annotations to train on.
-    labelled = dict(annotated)
+    min_annotations = int(str(host_setting(deployment.host, "labelstack_ml_min_annotations")))
     open_labeling(admin, ui_project.id)
-    while len(labelled) < int(str(host_setting(deployment.host, "labelstack_ml_min_annotations"))):
-        task_id = label_with_keyboard(admin, ui_project.expected)
-        labelled[task_id] = ui_project.expected[task_id]
+    for _ in range(min_annotations - len(annotated)):
+        label_with_keyboard(admin, ui_project.expected)
 
     def predicted() -> dict[int, str] | None:
         """Unlabelled task id -> the choice predicted by the model version the project uses, once there are any."""
@@ -157,7 +156,7 @@ def test_model_connected_in_settings_prefills_the_next_task(
         }
         return found or None
 
-    predictions = wait_for(predicted, TRAINING_TIMEOUT, f"no predictions after {len(labelled)} annotations")
+    predictions = wait_for(predicted, TRAINING_TIMEOUT, f"no predictions after {min_annotations} annotations")
     task_id = open_labeling(admin, ui_project.id)
     assert task_id in predictions, f"the labelling view opened task {task_id}, which has no prediction"
     shown = admin.wait(lambda: checked_choices(admin), f"task {task_id} opened with no choice pre-selected")
