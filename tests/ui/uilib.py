@@ -366,9 +366,11 @@ def import_file(browser: Browser, project_id: int, path: Path) -> None:
     open_data_manager(browser, project_id)
     browser.click_button("Import")
     browser.driver.find_element(By.CSS_SELECTOR, "input[type=file][name=file]").send_keys(str(path))
-    browser.see(path.name)  # listed as uploaded
+    browser.see(f"upload/{project_id}/")  # the server stored the file: the list shows the stored name
+    import_button = browser.button("Import")  # the dialog's, top right: element() takes the last one displayed
+    browser.wait(lambda: import_button.get_attribute("data-waiting") == "false", "the Import button stays busy")
     browser.step("import-dialog")
-    browser.click_button("Import")  # the dialog's, top right: element() takes the last one displayed
+    import_button.click()
 
 
 def connect_model(browser: Browser, project_id: int, url: str, user: str, password: str) -> None:
