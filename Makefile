@@ -21,7 +21,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv deploy bundle test-hosts check down destroy backup restore export bench bench-backup lint unit smoke test lock clean
+.PHONY: help venv browser deploy bundle test-hosts check down destroy backup restore export bench bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,9 @@ $(BIN)/ansible-playbook: requirements.lock scripts/bootstrap-venv.sh
 	@touch $@
 
 venv: $(BIN)/ansible-playbook ## Create the tooling virtualenv (.venv) from requirements.lock
+
+browser: ## Install Debian's chromium and chromium-driver for the browser tier (tests/ui) when missing
+	@scripts/install-browser.sh
 
 deploy: venv ## Deploy (or update) Label Studio on INVENTORY (default: this machine)
 	$(PLAYBOOK) -i $(INVENTORY) ansible/site.yml $(ANSIBLE_ARGS)
@@ -78,11 +81,11 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec d
 unit: venv ## Unit tests (no stack needed)
 	$(BIN)/pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
-smoke: venv ## Verify the deployment on INVENTORY (testinfra host checks + label-studio-sdk round trips)
-	$(BIN)/pytest tests/infra tests/smoke tests/ml --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
+smoke: venv browser ## Verify the deployment on INVENTORY (host checks, SDK round trips, the UI in Chromium)
+	$(BIN)/pytest tests/infra tests/smoke tests/ml tests/ui --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
 
-test: lint unit ## Lint, unit tests, the whole suite against a test stack on this machine, then on two SSH test hosts
-	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml --inventory $(TEST_INVENTORY) --deploy \
+test: lint unit browser ## Lint, unit tests, the whole suite against a test stack on this machine, then on two SSH test hosts
+	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml tests/ui --inventory $(TEST_INVENTORY) --deploy \
 	  --junitxml=$(REPORTS)/test.xml
 	$(MAKE) --no-print-directory test-hosts
 

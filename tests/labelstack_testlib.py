@@ -7,9 +7,11 @@ from the inventory or the role's defaults.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -236,6 +238,28 @@ def _trust_deployment_ca(host: testinfra.host.Host, ca_path: str, tmp: pytest.Te
     local.write_bytes(system.read_bytes() + b"\n" + host.file(ca_path).content)
     os.environ["REQUESTS_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(local)
     return str(local)
+
+
+def write_files(deployment: Deployment, files: dict[str, dict[str, bytes]]) -> None:
+    """Create {folder: {name: content}} under the host's local-files folder, readable by the app (uid 1001)."""
+    commands = ["set -e"]
+    for folder, contents in files.items():
+        path = f"{deployment.local_files_dir}/{folder}"
+        commands.append(f"mkdir -p {shlex.quote(path)}")
+        for name, content in contents.items():
+            encoded = base64.b64encode(content).decode()
+            commands.append(f"printf %s {encoded} | base64 -d > {shlex.quote(f'{path}/{name}')}")
+        commands.append(f"chmod -R a+rX {shlex.quote(path)}")
+    result = deployment.host.run("sh -c %s", "\n".join(commands))
+    assert result.rc == 0, f"could not write the test files on the host: {result.stderr}"
+
+
+def remove_folders(deployment: Deployment, folders: list[str]) -> None:
+    """Remove folders (relative to the host's local-files folder) made by write_files, asserting they are gone."""
+    paths = [f"{deployment.local_files_dir}/{folder}" for folder in folders]
+    result = deployment.host.run("rm -rf -- " + " ".join(shlex.quote(path) for path in paths))
+    assert result.rc == 0, f"could not remove {paths} on the host: {result.stderr}"
+    assert not any(deployment.host.file(path).exists for path in paths), f"{paths} still exist on the host"
 
 
 # ---------------------------------------------------------------- its HTTP API

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import shlex
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from label_studio_sdk import LabelStudio
 
-from labelstack_testlib import Api, Deployment, expect, wait_for
+from labelstack_testlib import Api, Deployment, expect, remove_folders, wait_for, write_files
 
 from .smokelib import ProjectFactory
 
@@ -43,27 +41,6 @@ class SyncedFolder:
     folder: str  # relative to the root
     unconnected: str  # a sibling folder (same name prefix) that no storage points at
     task_urls: dict[str, str]  # file name -> the URL in its task's data
-
-
-def write_files(deployment: Deployment, files: dict[str, dict[str, bytes]]) -> None:
-    """Create {folder: {name: content}} under the host's local-files folder, readable by the app (uid 1001)."""
-    commands = ["set -e"]
-    for folder, contents in files.items():
-        path = f"{deployment.local_files_dir}/{folder}"
-        commands.append(f"mkdir -p {shlex.quote(path)}")
-        for name, content in contents.items():
-            encoded = base64.b64encode(content).decode()
-            commands.append(f"printf %s {encoded} | base64 -d > {shlex.quote(f'{path}/{name}')}")
-        commands.append(f"chmod -R a+rX {shlex.quote(path)}")
-    result = deployment.host.run("sh -c %s", "\n".join(commands))
-    assert result.rc == 0, f"could not write the smoke files on the host: {result.stderr}"
-
-
-def remove_folders(deployment: Deployment, folders: list[str]) -> None:
-    paths = [f"{deployment.local_files_dir}/{folder}" for folder in folders]
-    result = deployment.host.run("rm -rf -- " + " ".join(shlex.quote(path) for path in paths))
-    assert result.rc == 0, f"could not remove {paths} on the host: {result.stderr}"
-    assert not any(deployment.host.file(path).exists for path in paths), f"{paths} still exist on the host"
 
 
 @pytest.fixture(scope="module")
