@@ -109,3 +109,57 @@ def wait_until_learned(host: testinfra.host.Host, project_name: str, timeout: fl
         'print(json.load(urllib.request.urlopen("http://127.0.0.1:9090/health", timeout=4))["training"])\''
     )
     wait_for(lambda: host.check_output(probe) == "[]" or None, timeout, "the ML backend never stopped training", 1)
+
+
+def retrieve_predictions(api: Api, project: MlProject, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Ask Label Studio to predict `ids` where they lack a prediction of the current version; the latest ones."""
+    api.call(
+        "POST",
+        f"/api/dm/actions?id=retrieve_tasks_predictions&project={project.id}",
+        {"project": project.id, "selectedItems": {"all": False, "included": ids}},
+    )
+    latest = {}
+    for task in tasks_of(api, project.id):
+        preds = task.get("predictions") or []
+        if task["id"] in ids and preds:
+            latest[task["id"]] = max(preds, key=lambda p: p.get("id", 0))
+    return latest
+
+
+def label_of(prediction: dict[str, Any]) -> str | None:
+    return next((c for r in prediction.get("result") or [] for c in r["value"].get("choices", [])), None)
+
+
+def annotate(api: Api, project: int, task_id: int, label: str) -> None:
+    api.call("POST", f"/api/tasks/{task_id}/annotations?project={project}", {"result": choice_result(label)})
+
+
+# Runs inside the backend's container, which is on no host port: its own credentials are in its environment.
+# The body "OVERSIZE" stands for one byte more than the backend accepts (too large for a command line).
+BACKEND_POST = """
+import base64, os, sys, urllib.error, urllib.request as u
+path, body, auth = sys.argv[1], sys.argv[2].encode(), sys.argv[3] == "auth"
+if body == b"OVERSIZE":
+    body = b'{"x": "' + b"x" * int(os.environ.get("ML_MAX_REQUEST_BYTES") or 33554432) + b'"}'
+headers = {"Content-Type": "application/json"}
+if auth:
+    pair = os.environ["BASIC_AUTH_USER"] + ":" + os.environ["BASIC_AUTH_PASS"]
+    headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+request = u.Request("http://127.0.0.1:9090" + path, data=body, method="POST", headers=headers)
+try:
+    with u.urlopen(request, timeout=60) as response:
+        print(response.status, response.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code, exc.read().decode())
+"""
+
+
+def backend_post(
+    host: testinfra.host.Host, project_name: str, path: str, body: str, auth: bool = True
+) -> tuple[int, str]:
+    """POST `body` to the ML backend's `path` from inside its container: (status, response text)."""
+    container = f"{project_name}-ml-backend-1"
+    flag = "auth" if auth else "none"
+    out = host.check_output("docker exec %s python3 -c %s %s %s %s", container, BACKEND_POST, path, body, flag)
+    status, _, text = out.partition(" ")
+    return int(status), text
