@@ -239,10 +239,7 @@ def create_app(settings: Settings) -> Flask:
     def setup() -> Response:
         body = json_object()
         project = project_id(body.get("project"))
-        schema = body.get("schema")
-        if not isinstance(schema, str):
-            bad("schema", schema, "the label config (a string)")
-        model = projects.model(project, schema)
+        model = projects.model(project, field(body, "schema", str, "the label config (a string)"))
         if body.get("extra_params") is not None:
             model.set_extra_params(body["extra_params"])
         return jsonify({"model_version": model.model_version})
@@ -258,15 +255,11 @@ def create_app(settings: Settings) -> Flask:
     def predict() -> Response:
         body = json_object()
         project = project_id(body.get("project"))
-        tasks = body.get("tasks")
-        if not isinstance(tasks, list):
-            bad("tasks", tasks, "a list of tasks")
+        tasks = field(body, "tasks", list, "a list of tasks")
         for i, task in enumerate(tasks):
             if not isinstance(task, dict):
                 bad(f"tasks[{i}]", task, "a task object")
-        params = {} if body.get("params") is None else body["params"]
-        if not isinstance(params, dict):
-            bad("params", params, "an object")
+        params = field(body, "params", dict, "an object", default={})
         model = known_model(project, body.get("label_config"))
         return jsonify({"results": calls.predict(model, tasks, **params)})
 
@@ -281,9 +274,7 @@ def create_app(settings: Settings) -> Flask:
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
         body = json_object()
-        action = body.get("action")
-        if not isinstance(action, str):
-            bad("action", action, "a Label Studio event name")
+        action = field(body, "action", str, "a Label Studio event name")
         if action not in TRAIN_ACTIONS:
             return jsonify({"status": "ignored", "action": action}), 200
         project = project_id(event_project(body))
@@ -330,6 +321,16 @@ def json_object() -> dict[str, Json]:
     if not isinstance(body, dict):
         bad("request body", body, "a JSON object")
     return body
+
+
+def field(body: dict[str, Json], name: str, kind: type, wanted: str, default: Json = None) -> Json:
+    """body[name], which must be of `kind` (`default` when absent or null); 400 naming the value otherwise."""
+    value = body.get(name)
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, kind):
+        bad(name, value, wanted)
+    return value
 
 
 def project_id(value: Json) -> int:
