@@ -6,7 +6,8 @@ import requests
 
 from .base import Json
 
-TIMEOUT = 300  # an export of a large project takes a while; a training run may wait for it
+# Runs wait in the background: an export, import or delete of 5,000 predictions took minutes on a loaded host.
+TIMEOUT = 900
 
 
 class LabelStudio:
