@@ -135,22 +135,26 @@ def annotate(api: Api, project: int, task_id: int, label: str) -> None:
 
 
 # Runs inside the backend's container, which is on no host port: its own credentials are in its environment.
-# The body "OVERSIZE" stands for one byte more than the backend accepts (too large for a command line).
+# The body "OVERSIZE" sends only headers announcing one byte more than the backend accepts: it must answer
+# 413 without reading a body (a client that sends the whole body first sees the connection reset instead).
 BACKEND_POST = """
-import base64, os, sys, urllib.error, urllib.request as u
+import base64, http.client, os, sys
 path, body, auth = sys.argv[1], sys.argv[2].encode(), sys.argv[3] == "auth"
-if body == b"OVERSIZE":
-    body = b'{"x": "' + b"x" * int(os.environ.get("ML_MAX_REQUEST_BYTES") or 33554432) + b'"}'
 headers = {"Content-Type": "application/json"}
 if auth:
     pair = os.environ["BASIC_AUTH_USER"] + ":" + os.environ["BASIC_AUTH_PASS"]
     headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-request = u.Request("http://127.0.0.1:9090" + path, data=body, method="POST", headers=headers)
-try:
-    with u.urlopen(request, timeout=60) as response:
-        print(response.status, response.read().decode())
-except urllib.error.HTTPError as exc:
-    print(exc.code, exc.read().decode())
+conn = http.client.HTTPConnection("127.0.0.1", 9090, timeout=60)
+if body == b"OVERSIZE":
+    headers["Content-Length"] = str(int(os.environ.get("ML_MAX_REQUEST_BYTES") or 33554432) + 1)
+    conn.putrequest("POST", path)
+    for key, value in headers.items():
+        conn.putheader(key, value)
+    conn.endheaders()
+else:
+    conn.request("POST", path, body=body, headers=headers)
+response = conn.getresponse()
+print(response.status, response.read().decode())
 """
 
 
