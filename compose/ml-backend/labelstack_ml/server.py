@@ -50,6 +50,7 @@ TRAIN_ACTIONS = {
     "START_TRAINING",
 }
 PUBLISH_BATCH = 1000  # tasks per /predict call and per prediction import while publishing
+VERSIONS_KEY = "labelstack_versions"  # per project: the versions whose predictions this backend may prune
 UID = re.compile(r"(\d+)(?:\.\d+)?")  # "<id>.<created timestamp>" as Label Studio sends it, or a bare id
 
 
@@ -195,14 +196,14 @@ def create_app(settings: Settings) -> Flask:
             if rows:
                 studio.import_predictions(project, rows)
                 stored += len(rows)
-        published = [v for v in model.get("published_versions") or [] if v != version] + [version]
-        model.set("published_versions", published)
+        ours = remember_version(model)
         if stored:
             # Label Studio refuses a model_version that no prediction carries, hence after the import.
             studio.set_model_version(project, version)
-        superseded = [v for v in studio.prediction_versions(project) if v != version and v in published]
+        superseded = [v for v in studio.prediction_versions(project) if v != version and v in ours]
         for old in superseded:
             studio.delete_predictions(project, old)
+        model.set(VERSIONS_KEY, [version])  # every older one is gone from Label Studio
         log.info("project %s: stored %d predictions of %s, deleted those of %s", project, stored, version, superseded)
 
     trainer = Trainer(
@@ -242,6 +243,7 @@ def create_app(settings: Settings) -> Flask:
         model = projects.model(project, field(body, "schema", str, "the label config (a string)"))
         if body.get("extra_params") is not None:
             model.set_extra_params(body["extra_params"])
+        remember_version(model)
         return jsonify({"model_version": model.model_version})
 
     @app.get("/versions")
@@ -261,6 +263,7 @@ def create_app(settings: Settings) -> Flask:
                 bad(f"tasks[{i}]", task, "a task object")
         params = field(body, "params", dict, "an object", default={})
         model = known_model(project, body.get("label_config"))
+        remember_version(model)
         return jsonify({"results": calls.predict(model, tasks, **params)})
 
     @app.post("/train")
@@ -321,6 +324,17 @@ def json_object() -> dict[str, Json]:
     if not isinstance(body, dict):
         bad("request body", body, "a JSON object")
     return body
+
+
+def remember_version(model: LabelStudioMLBase) -> list[str]:
+    """Record the model's current version among those this backend handed out for the project (Label Studio
+    stores predictions under them, live ones too); pruning deletes only predictions of these versions.
+    """
+    versions = model.get(VERSIONS_KEY) or []
+    if model.model_version not in versions:
+        versions = [*versions, model.model_version]
+        model.set(VERSIONS_KEY, versions)
+    return versions
 
 
 def field(body: dict[str, Json], name: str, kind: type, wanted: str, default: Json = None) -> Json:
