@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -107,9 +108,10 @@ def test_a_long_bad_value_is_shortened_in_the_message(backend: Backend) -> None:
         ("/webhook", {"action": "ANNOTATIONS_CREATED", "annotation": [{"project": 8}], "task": [{"project": 8}]}),
     ],
 )
-def test_unknown_project_gets_404(backend: Backend, path: str, body: dict) -> None:
-    client = backend()
-    setup_project(client, 7)
+def test_unknown_project_gets_404(backend: Backend, path: str, body: dict, tmp_path: Path) -> None:
+    setup_project(backend(data_dir=tmp_path), 7)
+    # Webhooks as Label Studio sends them: without credentials.
+    client = backend(data_dir=tmp_path, auth="" if path == "/webhook" else "secret")
     response = client.post(path, json=body)
     assert response.status_code == 404, response.data
     assert response.json["error"].startswith("project 8 is unknown to this backend"), response.json
@@ -152,18 +154,21 @@ def test_predict_registers_a_project_it_describes(backend: Backend) -> None:
     assert client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 9}}).status_code == 201
 
 
-def test_webhook_only_schedules_a_run_of_a_project_set_up_before(backend: Backend) -> None:
-    client = backend(auth="", train_delay=3.0)
-    authed = backend(train_delay=3.0)
-    assert client.post("/setup", json={"project": "7.1", "schema": CONFIG}).status_code == 401
-    # The no-auth client shares nothing with the authenticated one: the project stays unknown to it.
+def test_webhook_only_schedules_a_run_of_a_project_set_up_before(backend: Backend, tmp_path: Path) -> None:
+    anonymous = backend(data_dir=tmp_path, auth="", train_delay=3.0)
+    assert anonymous.post("/setup", json={"project": "7.1", "schema": CONFIG}).status_code == 401
     hook = {"action": "ANNOTATION_CREATED", "project": {"id": 7}, "annotation": {"result": "ignored"}}
-    assert client.post("/webhook", json=hook).status_code == 404
-    setup_project(authed)
-    response = authed.post("/webhook", json={**hook, "tasks": [{"data": {"text": "planted"}}]})
+    assert anonymous.post("/webhook", json=hook).status_code == 404
+    setup_project(backend(data_dir=tmp_path))
+    response = anonymous.post("/webhook", json={**hook, "tasks": [{"data": {"text": "planted"}}]})
     assert response.status_code == 201, response.data
     assert response.json == {"status": "training scheduled", "project": 7}
-    assert authed.get("/health").json["training"] == [7]
+    assert anonymous.get("/health").json["training"] == [7]
+
+
+def test_a_webhook_with_the_backends_credentials_vouches_for_its_project(backend: Backend) -> None:
+    response = backend(train_delay=3.0).post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 8}})
+    assert response.status_code == 201, response.data
 
 
 def test_train_as_label_studio_sends_it_schedules_a_run(backend: Backend) -> None:
@@ -179,9 +184,9 @@ def test_train_as_label_studio_sends_it_schedules_a_run(backend: Backend) -> Non
     assert client.get("/health").json["training"] == [7]
 
 
-def test_known_projects_survive_a_restart(backend: Backend, tmp_path: os.PathLike) -> None:
+def test_known_projects_survive_a_restart(backend: Backend, tmp_path: Path) -> None:
     setup_project(backend(data_dir=tmp_path))
-    after_restart = backend(data_dir=tmp_path, train_delay=3.0)
+    after_restart = backend(data_dir=tmp_path, auth="", train_delay=3.0)
     hook = {"action": "ANNOTATION_UPDATED", "project": {"id": 7}}
     assert after_restart.post("/webhook", json=hook).status_code == 201
 
