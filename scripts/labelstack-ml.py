@@ -120,8 +120,11 @@ class Api:
 def connect(api: Api, s: dict[str, str], project: int) -> dict[str, Any]:
     """Idempotent: reuses the backend and the webhook when they exist, changes only what differs."""
     backend_url = s["ML_BACKEND_URL"].rstrip("/")
+    # Deployments before several backends wired http://<name>:9090 (no dot: Label Studio made no webhook for
+    # it); that backend is the same one, moved to its dotted name rather than connected twice.
+    legacy_url = backend_url.replace(".internal:", ":", 1)
     backends = api.call("GET", f"/api/ml?project={project}")
-    existing = next((b for b in backends if b["url"].rstrip("/") == backend_url), None)
+    existing = next((b for b in backends if b["url"].rstrip("/") in (backend_url, legacy_url)), None)
     wanted = {
         "project": project,
         "url": backend_url,

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from labelstack_testlib import REPO, Deployment, wait_for
+from labelstack_testlib import REPO, Api, Deployment, wait_for
 
 LABELS = ("Sports", "Finance", "Weather")
 # Three vocabularies sharing many words, so a single shared word never decides the label.
@@ -82,3 +82,74 @@ def wait_until_learned(deployment: Deployment, timeout: float = 180) -> None:
     wait_for(
         lambda: deployment.host.check_output(probe) == "[]" or None, timeout, "the ML backend never stopped training", 1
     )
+
+
+def retrieve_predictions(api: Api, project: MlProject, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Ask Label Studio to predict `ids` where they lack a prediction of the current version; the latest ones."""
+    api.call(
+        "POST",
+        f"/api/dm/actions?id=retrieve_tasks_predictions&project={project.id}",
+        {"project": project.id, "selectedItems": {"all": False, "included": ids}},
+    )
+    latest = {}
+    for task in api.all_tasks(project.id):
+        preds = task.get("predictions") or []
+        if task["id"] in ids and preds:
+            latest[task["id"]] = max(preds, key=lambda p: p.get("id", 0))
+    return latest
+
+
+def label_of(prediction: dict[str, Any]) -> str | None:
+    return next((c for r in prediction.get("result") or [] for c in r["value"].get("choices", [])), None)
+
+
+def annotate(api: Api, project: int, task_id: int, label: str) -> None:
+    api.call("POST", f"/api/tasks/{task_id}/annotations?project={project}", {"result": choice_result(label)})
+
+
+# Runs inside the backend's container, which is on no host port: its own credentials are in its environment.
+# The body "OVERSIZE" sends only headers announcing one byte more than the backend accepts: it must answer
+# 413 without reading a body (a client that sends the whole body first sees the connection reset instead).
+BACKEND_POST = """
+import base64, http.client, os, sys
+path, body, auth = sys.argv[1], sys.argv[2].encode(), sys.argv[3] == "auth"
+headers = {"Content-Type": "application/json"}
+if auth:
+    pair = os.environ["BASIC_AUTH_USER"] + ":" + os.environ["BASIC_AUTH_PASS"]
+    headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+conn = http.client.HTTPConnection("127.0.0.1", 9090, timeout=60)
+if body == b"OVERSIZE":
+    headers["Content-Length"] = str(int(os.environ.get("ML_MAX_REQUEST_BYTES") or 33554432) + 1)
+    conn.putrequest("POST", path)
+    for key, value in headers.items():
+        conn.putheader(key, value)
+    conn.endheaders()
+else:
+    conn.request("POST", path, body=body, headers=headers)
+response = conn.getresponse()
+print(response.status, response.read().decode())
+"""
+
+
+def backend_post(deployment: Deployment, path: str, body: str, auth: bool = True) -> tuple[int, str]:
+    """POST `body` to the default ML backend's `path` from inside its container: (status, response text)."""
+    flag = "auth" if auth else "none"
+    out = deployment.host.check_output(
+        "docker exec %s python3 -c %s %s %s %s", deployment.container("ml-backend"), BACKEND_POST, path, body, flag
+    )
+    status, _, text = out.partition(" ")
+    return int(status), text
+
+
+def connect_as_the_ui_does(api: Api, ml_settings: dict[str, str], project: int, url: str, title: str) -> dict[str, Any]:
+    """The fields of the Connect Model form (Settings > Model), nothing else: POST /api/ml as the UI sends it."""
+    form = {
+        "project": project,
+        "title": title,
+        "url": url,
+        "auth_method": "BASIC_AUTH",
+        "basic_auth_user": ml_settings["ML_BACKEND_USER"],
+        "basic_auth_pass": ml_settings["ML_BACKEND_PASSWORD"],
+        "is_interactive": False,
+    }
+    return api.call("POST", "/api/ml", form)

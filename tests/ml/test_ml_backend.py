@@ -13,33 +13,10 @@ import pytest
 
 from labelstack_testlib import Api, Deployment, wait_for
 
-from .mllib import MlProject, choice_result, ml_tool
+from .mllib import MlProject, annotate, backend_post, label_of, ml_tool, retrieve_predictions
 
 N_TRAIN = 40
 TRAIN_TIMEOUT = 180
-
-
-def retrieve_predictions(api: Api, project: MlProject, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Ask Label Studio to predict `ids` where they lack a prediction of the current version; the latest ones."""
-    api.call(
-        "POST",
-        f"/api/dm/actions?id=retrieve_tasks_predictions&project={project.id}",
-        {"project": project.id, "selectedItems": {"all": False, "included": ids}},
-    )
-    latest = {}
-    for task in api.all_tasks(project.id):
-        preds = task.get("predictions") or []
-        if task["id"] in ids and preds:
-            latest[task["id"]] = max(preds, key=lambda p: p.get("id", 0))
-    return latest
-
-
-def label_of(prediction: dict[str, Any]) -> str | None:
-    return next((c for r in prediction.get("result") or [] for c in r["value"].get("choices", [])), None)
-
-
-def annotate(api: Api, project: int, task_id: int, label: str) -> None:
-    api.call("POST", f"/api/tasks/{task_id}/annotations?project={project}", {"result": choice_result(label)})
 
 
 def import_one(api: Api, project: int, text: str) -> int:
@@ -136,17 +113,8 @@ def test_task_without_the_field_gets_an_empty_result(api: Api, ml_project: MlPro
     # Label Studio refuses to import such a task, so ask the backend directly (from inside its container,
     # where its own credentials are in the environment).
     body = json.dumps({"project": f"{ml_project.id}.0", "tasks": [{"id": 1, "data": {"other": "no text here"}}]})
-    script = (
-        "import base64, json, os, sys, urllib.request as u\n"
-        "auth = base64.b64encode(f\"{os.environ['BASIC_AUTH_USER']}:{os.environ['BASIC_AUTH_PASS']}\".encode())\n"
-        "r = u.Request('http://127.0.0.1:9090/predict', data=sys.argv[1].encode(), method='POST',\n"
-        "    headers={'Content-Type': 'application/json', 'Authorization': 'Basic ' + auth.decode()})\n"
-        "with u.urlopen(r, timeout=30) as resp: print(resp.status, resp.read().decode())\n"
-    )
-    container = deployment.container("ml-backend")
-    out = deployment.host.check_output("docker exec %s python3 -c %s %s", container, script, body)  # testinfra quotes
-    status, _, text = out.partition(" ")
-    assert status == "200", out
+    status, text = backend_post(deployment, "/predict", body)
+    assert status == 200, text
     results = json.loads(text)["results"]
     assert len(results) == 1, results
     assert results[0]["result"] == [], results

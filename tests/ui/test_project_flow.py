@@ -35,10 +35,6 @@ WORDS = {
 TASKS = 24
 LABELLED_FIRST = 3  # tasks labelled before the model is connected
 TRAINING_TIMEOUT = 120.0  # seconds from the last annotation to predictions, on a busy machine
-ISSUE_12 = (
-    "needs issue 12: Label Studio creates no training webhook for a backend connected from the UI with "
-    "today's ML_BACKEND_URL (a host name without a dot), so annotations never train the model"
-)
 
 
 def make_tasks() -> list[dict[str, str]]:
@@ -124,7 +120,6 @@ def test_export_dialog_downloads_the_annotations(
         assert [choices_of(a) for a in annotations] == [[label]], f"task {task_id} in the export: {annotations}"
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_12)
 def test_model_connected_in_settings_prefills_the_next_task(
     admin: Browser, api: Api, deployment: Deployment, ui_project: UiProject, annotated: dict[int, str]
 ) -> None:

@@ -1,1 +1,1 @@
-"""labelstack's Label Studio ML backend: the protocol (server.py) around one small model class (model.py)."""
+"""labelstack's Label Studio ML backend: the protocol (server.py) around a LabelStudioMLBase class (base.py)."""
