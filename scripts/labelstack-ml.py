@@ -121,10 +121,14 @@ def connect(api: Api, s: dict[str, str], project: int) -> dict[str, Any]:
     """Idempotent: reuses the backend and the webhook when they exist, changes only what differs."""
     backend_url = s["ML_BACKEND_URL"].rstrip("/")
     # Deployments before several backends wired http://<name>:9090 (no dot: Label Studio made no webhook for
-    # it); that backend is the same one, moved to its dotted name rather than connected twice.
+    # it). That connection is replaced, not kept beside the new one; Label Studio 1.23.2 answers a PATCH of
+    # the URL with a 500 (MLBackend.setup_() without its project), so it is deleted and connected again.
     legacy_url = backend_url.replace(".internal:", ":", 1)
     backends = api.call("GET", f"/api/ml?project={project}")
-    existing = next((b for b in backends if b["url"].rstrip("/") in (backend_url, legacy_url)), None)
+    legacy = [b for b in backends if legacy_url != backend_url and b["url"].rstrip("/") == legacy_url]
+    for backend in legacy:
+        api.call("DELETE", f"/api/ml/{backend['id']}")
+    existing = next((b for b in backends if b["url"].rstrip("/") == backend_url), None)
     wanted = {
         "project": project,
         "url": backend_url,
@@ -137,6 +141,7 @@ def connect(api: Api, s: dict[str, str], project: int) -> dict[str, Any]:
     if existing is None:  # Label Studio never returns the password, so it is only sent on creation
         wanted["basic_auth_pass"] = s["ML_BACKEND_PASSWORD"]
     backend, changed = api.ensure("/api/ml", existing, wanted)
+    changed |= bool(legacy)
     # Label Studio registers <backend>/webhook without credentials (and only for dotted hosts): our own
     # webhook carries the basic auth header.
     auth = base64.b64encode(f"{s['ML_BACKEND_USER']}:{s['ML_BACKEND_PASSWORD']}".encode()).decode()
