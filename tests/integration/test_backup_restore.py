@@ -68,8 +68,11 @@ def test_backup_is_complete_and_private(deployment: Deployment, backup: tuple[Pl
     listing = deployment.host.check_output("cd %s && stat -c '%%a %%U %%n' . *", folder).splitlines()
     assert listing[0] == "700 root .", listing
     names = sorted(line.split()[2] for line in listing[1:])
+    # The first ML backend's models are ml-models.tar.gz; every other backend's ml-models-<name>.tar.gz.
+    extra_backends = [item.split("=", 1)[0] for item in deployment.credentials["ML_BACKENDS"].split()[1:]]
     assert names == sorted(
         ["SHA256SUMS", "app-data.tar.gz", "backup.json", "database.dump", "ml-models.tar.gz", "secrets.tar.gz"]
+        + [f"ml-models-{name}.tar.gz" for name in extra_backends]
     ), names
     assert all(line.startswith("600 root ") for line in listing[1:]), listing
     assert deployment.host.run("cd %s && sha256sum --check --quiet SHA256SUMS", folder).rc == 0
