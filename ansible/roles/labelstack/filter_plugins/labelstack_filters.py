@@ -1,6 +1,6 @@
 """The ML backends of a stack, their addresses on the ML network and Label Studio's SSRF block list around them.
 
-labelstack_ml_backends: each item of labelstack_ml_backends ({name, model_dir?, model_class?, title?}) with
+labelstack_ml_backends: each item of labelstack_ml_backends ({name, model_dir?, model_class?}) with
 what the deploy needs: a fixed address, a model folder on the host, an image key, URL and backup archive;
 labelstack_byo_contexts: build contexts of the users' model folders (model.py + requirements.txt, built on the
 built-in backend's image by compose/ml-backend/byo.Dockerfile);
@@ -104,7 +104,6 @@ def labelstack_ml_backends(
         result.append(
             {
                 "name": name,
-                "title": backend.get("title") or name,
                 "model_dir": model_dir,
                 "model_class": backend.get("model_class") or "",
                 "address": address,
