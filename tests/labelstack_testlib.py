@@ -35,6 +35,8 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 DEFAULT_TIMEOUT = 60.0
 # Seconds for requests that run long inside Label Studio (the fault tests' 20,000-task import in one request).
 SLOW_TIMEOUT = 300.0
+# How long a broken stack (a killed service, a restarted daemon) gets to be healthy again.
+RECOVERY_TIMEOUT = 240
 
 # JSON as parsed by json.loads / returned by the API.
 JsonValue = Any
@@ -85,16 +87,30 @@ class PlaybookRun:
 
 def run_playbook(playbook: str, inventory: str, *args: str, timeout: int = 3600) -> PlaybookRun:
     """Run a playbook of this repository with the repository's ansible.cfg."""
-    proc = subprocess.run(
+    return finish_playbook(start_playbook(playbook, inventory, *args), timeout)
+
+
+def start_playbook(playbook: str, inventory: str, *args: str) -> subprocess.Popen[str]:
+    """Start a playbook in the background (to break something while it runs); finish_playbook collects it."""
+    return subprocess.Popen(
         [str(VENV_BIN / "ansible-playbook"), "-i", inventory, f"ansible/{playbook}", *args],
         cwd=REPO,
         env=dict(ansible_environment(), ANSIBLE_FORCE_COLOR="0"),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout,
-        check=False,
     )
-    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+
+
+def finish_playbook(proc: subprocess.Popen[str], timeout: int = 3600) -> PlaybookRun:
+    """Wait for a started playbook (killed after `timeout` seconds) and return its outcome."""
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        output += f"\nFAIL: the playbook did not finish within {timeout}s"
+    return PlaybookRun(proc.returncode, output)
 
 
 def role_default(name: str) -> object:
@@ -372,3 +388,20 @@ def wait_for(check: Callable[[], T | None], timeout: float, message: str, interv
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"{message} (waited {timeout:.0f}s; last error: {last_error!r})")
+
+
+def all_healthy(deployment: Deployment) -> bool:
+    """Every container of the stack is up and healthy, the app, the database and the ML backend among them."""
+    out = deployment.host.run(
+        "docker ps --all --filter label=com.docker.compose.project=%s --format '{{.Names}} {{.Status}}'",
+        deployment.project_name,
+    ).stdout.splitlines()
+    out = [line for line in out if not line.split()[0].startswith(f"{deployment.project_name}-db-client-run")]
+    names = {line.split()[0] for line in out}
+    core = {deployment.container(service) for service in ("app", "db", "ml-backend")}
+    return core <= names and all("(healthy)" in line for line in out)
+
+
+def wait_all_healthy(deployment: Deployment, what: str) -> None:
+    """Wait until the whole stack is healthy again after `what` broke it."""
+    wait_for(lambda: all_healthy(deployment) or None, RECOVERY_TIMEOUT, f"stack not healthy again after {what}", 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import subprocess
 from pathlib import Path
@@ -16,6 +17,9 @@ from labelstack_testlib import REPO, Deployment, host_setting, parse_env_file, r
 from .conftest import INVENTORY, Provisioned
 
 DB_ADDRESS = "10.213.7.11"
+APP_ADDRESS = "10.213.7.10"
+# A source that is not (any longer) in labelstack_db_allowed_clients.
+STALE_CLIENT = "10.213.7.99"
 TEST_NETWORK = "labelstack-th"
 # Where inventory/test-hosts keeps the generated database password on the controller.
 CONTROLLER_SECRET = Path.home() / ".labelstack" / "test-hosts" / "db_password"
@@ -177,9 +181,57 @@ def test_postgresql_refuses_other_sources_without_the_firewall(db: testinfra.hos
         assert "psql=0" not in out, out
         assert "no pg_hba.conf entry for host" in out, out
     finally:
+        # A client allowed before (the rule an earlier labelstack_db_allowed_clients left): the deploy removes it.
+        db.check_output(
+            "iptables -I DOCKER-USER -s %s/32 -o %s -p tcp -m tcp --dport 5432 "
+            "-m comment --comment 'labelstack PostgreSQL from an app host' -j RETURN",
+            STALE_CLIENT,
+            db_bridge(db),
+        )
         run = run_playbook("site.yml", INVENTORY, "--limit", "db")
     assert run.returncode == 0, run.output[-3000:]
-    assert db.check_output("iptables -S DOCKER-USER").count('--comment "labelstack') == 2
+    rules = [line for line in db.check_output("iptables -S DOCKER-USER").splitlines() if "labelstack" in line]
+    assert len(rules) == 2, rules
+    assert [line for line in rules if "-j RETURN" in line and f"-s {APP_ADDRESS}/32" in line], rules
+    assert not [line for line in rules if STALE_CLIENT in line], f"a client no longer allowed kept its rule: {rules}"
+
+
+def db_bridge(db: testinfra.host.Host) -> str:
+    install_dir = host_setting(db, "labelstack_install_dir")
+    return db.check_output("grep ^LABELSTACK_DB_BRIDGE= %s/.env | cut -d= -f2", install_dir)
+
+
+def db_client(app_deployment: Deployment, sql: str, *env: str) -> testinfra.backend.base.CommandResult:
+    """psql in the app host's db-client (the stack's own connection settings), with extra -e NAME=value."""
+    options = "".join(f"-e {shlex.quote(item)} " for item in env)
+    return app_deployment.host.run(
+        f"cd %s && docker compose run --rm --no-deps -T {options}db-client psql -Atc %s",
+        app_deployment.install_dir,
+        sql,
+    )
+
+
+def test_app_connects_to_postgresql_over_verified_tls(app_deployment: Deployment, db: testinfra.host.Host) -> None:
+    app = app_deployment.host
+    assert app.check_output("docker exec %s printenv PGSSLMODE", app_deployment.container("app")) == "verify-full"
+    app_deployment.api().call("GET", "/api/projects")  # the app keeps its connections (CONN_MAX_AGE)
+    rows = db.check_output(
+        "docker exec %s psql -U labelstudio -d postgres -Atc %s",
+        db_container(db),
+        "SELECT s.ssl, a.client_addr FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
+        " WHERE a.client_addr IS NOT NULL AND a.datname = 'labelstudio' AND a.pid <> pg_backend_pid()",
+    ).splitlines()
+    assert rows, "no connection of the app host seen on the db host"
+    assert all(row.startswith("t|") for row in rows), f"connections without TLS: {rows}"
+    own = db_client(app_deployment, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    assert own.stdout.strip() == "t", own.stdout + own.stderr
+
+
+def test_postgresql_refuses_a_plaintext_connection_from_the_app_host(app_deployment: Deployment) -> None:
+    plain = db_client(app_deployment, "SELECT 1", "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=5")
+    assert plain.rc != 0, "PostgreSQL accepted a plaintext connection"
+    assert "no pg_hba.conf entry" in plain.stderr, plain.stderr
+    assert "no encryption" in plain.stderr, plain.stderr
 
 
 def test_backup_covers_the_database_on_the_db_host(app_deployment: Deployment) -> None:

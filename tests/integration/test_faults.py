@@ -13,11 +13,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from labelstack_testlib import Api, Deployment, wait_for
+from labelstack_testlib import RECOVERY_TIMEOUT, Api, Deployment, wait_all_healthy, wait_for
 from ml.mllib import CONFIG
 
 LARGE_IMPORT = 20_000
-RECOVERY_TIMEOUT = 240
 
 
 @pytest.fixture
@@ -25,20 +24,6 @@ def project(slow_api: Api) -> Iterator[int]:
     created = slow_api.call("POST", "/api/projects", {"title": f"fault-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})
     yield created["id"]
     slow_api.call("DELETE", f"/api/projects/{created['id']}", ok=(204, 404))
-
-
-def all_healthy(deployment: Deployment) -> bool:
-    out = deployment.host.run(
-        "docker ps --all --filter label=com.docker.compose.project=%s --format '{{.Names}} {{.Status}}'",
-        deployment.project_name,
-    ).stdout.splitlines()
-    names = {line.split()[0] for line in out}
-    core = {deployment.container(service) for service in ("app", "db", "ml-backend")}
-    return core <= names and all("(healthy)" in line for line in out)
-
-
-def wait_all_healthy(deployment: Deployment, what: str) -> None:
-    wait_for(lambda: all_healthy(deployment) or None, RECOVERY_TIMEOUT, f"stack not healthy again after {what}", 2)
 
 
 def api_answers(api: Api) -> bool:

@@ -7,6 +7,7 @@ upgraded by a plain deploy. It is removed with its data and backups when the mod
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -27,7 +28,8 @@ from labelstack_testlib import (
 from ml.mllib import CONFIG, choice_result, make_texts
 from statelib import Snapshot, snapshot
 
-INVENTORY = "inventory/test-upgrade"
+# Another inventory (its own project name, port and directories) lets two checkouts run this module at once.
+INVENTORY = os.environ.get("LABELSTACK_UPGRADE_INVENTORY", "inventory/test-upgrade")
 PREVIOUS = "1.22.0"
 PINNED = role_default("labelstack_label_studio_version")
 N_TASKS = 40
@@ -107,10 +109,14 @@ def test_upgrade_runs_the_pinned_version(upgrade: PlaybookRun, upgrade_api: Api)
     assert running_version(upgrade_api) == PINNED
 
 
-def test_upgrade_backs_up_the_old_version_first(upgrade: PlaybookRun, old_stack: Deployment) -> None:
+def pre_upgrade_backup(upgrade: PlaybookRun) -> str:
     marker = next((line for line in upgrade.output.splitlines() if "Backup 2" in line), "")
     assert marker, f"the upgrade took no backup:\n{upgrade.output[-4000:]}"
-    folder = f"{old_stack.backup_dir}/{marker.split('Backup ', 1)[1].split()[0]}"
+    return marker.split("Backup ", 1)[1].split()[0]
+
+
+def test_upgrade_backs_up_the_old_version_first(upgrade: PlaybookRun, old_stack: Deployment) -> None:
+    folder = f"{old_stack.backup_dir}/{pre_upgrade_backup(upgrade)}"
     meta = json.loads(old_stack.host.file(f"{folder}/backup.json").content_string)
     assert meta["label_studio_version"] == PREVIOUS, meta
     assert old_stack.host.run("cd %s && sha256sum --check --quiet SHA256SUMS", folder).rc == 0
@@ -148,3 +154,23 @@ def test_going_back_to_the_old_version_is_refused(upgrade: PlaybookRun, upgrade_
     assert run.returncode != 0, "a downgrade over a migrated database was accepted"
     assert f"labelstack_label_studio_version {PREVIOUS} is older than the {PINNED}" in " ".join(run.output.split())
     assert running_version(upgrade_api) == PINNED
+
+
+def test_rollback_to_the_pre_upgrade_backup_gives_back_the_old_version_with_its_data(
+    upgrade: PlaybookRun, old_stack: Deployment, upgrade_api: Api, old_data: Snapshot
+) -> None:
+    """The README's way back: `make restore BACKUP=<the upgrade's backup>`, the inventory unchanged."""
+    assert upgrade.returncode == 0
+    run = run_playbook(
+        "restore.yml", INVENTORY, "-e", json.dumps({"labelstack_restore_backup": pre_upgrade_backup(upgrade)})
+    )
+    assert run.returncode == 0, run.output[-6000:]
+    assert running_version(upgrade_api) == PREVIOUS
+    recorded = old_stack.host.file(f"{old_stack.install_dir}/.label-studio-version").content_string.strip()
+    assert recorded == PREVIOUS
+    after = snapshot(upgrade_api, old_stack)
+    assert after.projects == old_data.projects
+    assert after.tasks == old_data.tasks
+    assert after.annotations == old_data.annotations
+    assert after.predictions == old_data.predictions
+    assert uploads(after) == uploads(old_data)
