@@ -76,7 +76,7 @@ def project(api: Api, title: str) -> dict[str, Any]:
 def diff_lines(output: str) -> list[str]:
     """The added and removed lines of the diffs in an ansible-playbook --diff output, spaces squeezed."""
     return sorted(
-        re.sub(r"\s+", " ", line).replace("+ ", "+").replace("- ", "-", 1)
+        re.sub(r"^([+-]) ", r"\1", re.sub(r"\s+", " ", line.rstrip()))
         for line in output.splitlines()
         if re.match(r"^[+-](?![+-]{2})", line)
     )
@@ -182,7 +182,7 @@ def edits(
 def test_check_shows_exactly_the_edits(edits: dict[str, Any]) -> None:
     check = edits["check"]
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
-    assert diff_lines(check.stdout) == ["+ - ANNOTATION_UPDATED", '+ <Choice value="Neutral"/>'], check.stdout[-6000:]
+    assert diff_lines(check.stdout) == ["+- ANNOTATION_UPDATED", '+<Choice value="Neutral"/>'], check.stdout[-6000:]
     changed = re.findall(r"^changed: \[[^]]+\] => \(item=(.*)\)$", check.stdout, re.M)
     assert sorted(changed) == sorted([TEXT, ENTITIES]), check.stdout[-6000:]
 

@@ -113,7 +113,7 @@ class Module:
     def __init__(self, **params: Json) -> None:
         self.check_mode = params.pop("check_mode", False)
         base = {"files_root": "/label-studio/files", "ml_backends": BACKENDS, "ml_user": "u", "ml_password": "p"}
-        self.params = {**base, "state": "present", **params}
+        self.params = {**base, "state": "present", "details": True, **params}
 
     def fail_json(self, msg: str, **_: Json) -> None:
         raise AssertionError(msg)

@@ -43,6 +43,7 @@ options:
   ml_password: {description: the ML backends' basic auth password, type: str}
   project: {description: the labelstack_projects item (label_config resolved, seed tasks as a list), type: dict}
   state: {description: present, absent or query, type: str, default: present}
+  details: {description: with state=query, every field (true) or the titles only, type: bool, default: true}
 """
 
 Json = Any  # a value as json.loads returns it
@@ -145,6 +146,7 @@ def render(state: dict[str, Any] | None, secrets_changed: set[str] | None = None
     if state is None:
         return ""
     shown = {k: v for k, v in state.items() if k != "webhooks"}
+    shown["label_config"] = (shown.get("label_config") or "").strip() + "\n"  # compared without outer blanks
     shown["webhooks"] = [
         dict(
             w,
@@ -447,10 +449,16 @@ class Project:
             self.api.call("DELETE", f"/api/projects/{project['id']}")
         return result
 
-    def query(self) -> list[dict[str, Any]]:
-        """Every project of the stack as a labelstack_projects item (header values are never returned)."""
+    def query(self, details: bool = True) -> list[dict[str, Any]]:
+        """Every project of the stack as a labelstack_projects item (header values are never returned).
+
+        Without details only the titles: four calls less per project, for listing the unmanaged ones.
+        """
         items = []
         for listed in sorted(self.api.projects(), key=lambda p: p["id"]):
+            if not details:
+                items.append({"title": listed["title"]})
+                continue
             state = Project.public(self.read(self.api.call("GET", f"/api/projects/{listed['id']}")))
             for hook in state["webhooks"]:
                 hook["headers"] = dict.fromkeys(hook["headers"], "CHANGE-ME")
@@ -505,6 +513,7 @@ ARGUMENTS = {
     "ml_password": {"type": "str", "default": "", "no_log": True},
     "project": {"type": "dict", "options": PROJECT},
     "state": {"type": "str", "default": "present", "choices": ["present", "absent", "query"]},
+    "details": {"type": "bool", "default": True},
 }
 
 
@@ -512,7 +521,7 @@ def run(module: Json, api: Api) -> dict[str, Any]:
     p = module.params
     tool = Project(api, p["files_root"], p["ml_backends"], p["ml_user"], p["ml_password"])
     if p["state"] == "query":
-        return {"changed": False, "projects": tool.query()}
+        return {"changed": False, "projects": tool.query(p["details"])}
     if not p["project"]:
         module.fail_json(msg="project is required unless state=query")
     if p["state"] == "absent":
