@@ -206,10 +206,11 @@ def test_deploy_applies_the_edits_and_syncs_the_storage(api: Api, edits: dict[st
 
 
 def test_removing_a_used_label_is_refused(
-    api: Api, deployment: Deployment, edits: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    api: Api, deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     text = project(api, TEXT)
-    task = api.call("POST", f"/api/projects/{text['id']}/import", [{"text": "dreadful"}])["task_ids"][0]
+    api.call("POST", f"/api/projects/{text['id']}/import", [{"text": "dreadful"}])
+    task = next(t["id"] for t in api.all_tasks(text["id"]) if t["data"].get("text") == "dreadful")
     result = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Negative"]}}]
     api.call("POST", f"/api/tasks/{task}/annotations/", {"result": result})
 
@@ -227,7 +228,7 @@ def test_removing_a_used_label_is_refused(
 
 
 def test_export_fed_back_reproduces_the_projects(
-    api: Api, deployment: Deployment, edits: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    api: Api, deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     folder = tmp_path_factory.mktemp("export")
     first = make("projects-export", deployment.inventory, f"PROJECTS_FILE={folder}/projects.yml")

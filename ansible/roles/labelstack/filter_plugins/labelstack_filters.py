@@ -16,6 +16,7 @@ labelstack_ml_projects_as_projects: the deprecated labelstack_ml_projects items 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from typing import Any
 
@@ -132,7 +133,8 @@ def labelstack_projects_yaml(projects: list[dict[str, Any]]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     Dumper.add_representer(str, text)
-    body = yaml.dump({"labelstack_projects": projects}, Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
+    plain = json.loads(json.dumps(projects))  # Ansible's own list, dict and str types are not SafeDumper's
+    body = yaml.dump({"labelstack_projects": plain}, Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
     header = "# Written by make projects-export; webhook header values read CHANGE-ME (use vault variables).\n"
     return "---\n" + header + body
 
