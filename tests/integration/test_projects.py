@@ -205,49 +205,55 @@ def test_deploy_applies_the_edits_and_syncs_the_storage(api: Api, edits: dict[st
     assert names == ["bag.png", "shoe.jpg"], "the storage sync did not import the photos (and only them)"
 
 
-def test_removing_a_used_label_is_refused(
+@pytest.fixture(scope="module")
+def refused_and_copied(
     api: Api, deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+) -> Iterator[dict[str, Any]]:
+    """One `make projects` run (a deploy costs minutes) with two jobs: the text project without a label an
+    annotation uses, which Label Studio must refuse, and the projects of `make projects-export` under other titles.
+
+    A failing item fails the task, not the loop: the copies are made all the same.
+    """
+    declared(deployment)
     text = project(api, TEXT)
     api.call("POST", f"/api/projects/{text['id']}/import", [{"text": "dreadful"}])
     task = next(t["id"] for t in api.all_tasks(text["id"]) if t["data"].get("text") == "dreadful")
     result = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["Negative"]}}]
     api.call("POST", f"/api/tasks/{task}/annotations/", {"result": result})
-
-    def remove(projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for item in projects:
-            if item["title"] == TEXT:
-                item["label_config"] = item["label_config"].replace('<Choice value="Negative"/>', "")
-        return projects
-
-    inventory = edited_inventory(deployment, tmp_path_factory.mktemp("removed") / "inventory", remove)
-    run = make("projects", inventory)
-    assert run.returncode != 0, "a label that an annotation uses was removed"
-    assert "These labels still exist in annotations or drafts" in run.stdout, run.stdout[-4000:]
-    assert '<Choice value="Negative"/>' in project(api, TEXT)["label_config"]
-
-
-def test_export_fed_back_reproduces_the_projects(
-    api: Api, deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
-) -> None:
     folder = tmp_path_factory.mktemp("export")
     first = make("projects-export", deployment.inventory, f"PROJECTS_FILE={folder}/projects.yml")
     assert first.returncode == 0, first.stdout[-4000:]
     exported = {p["title"]: p for p in yaml.safe_load((folder / "projects.yml").read_text())["labelstack_projects"]}
-    mine = [dict(exported[t], title=COPY + t) for t in (TEXT, PHOTOS, ENTITIES)]
-    inventory = edited_inventory(deployment, folder / "inventory", lambda _: mine)
+
+    def refuse_and_copy(projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        text_item = next(item for item in projects if item["title"] == TEXT)
+        text_item["label_config"] = text_item["label_config"].replace('<Choice value="Negative"/>', "")
+        return [text_item] + [dict(exported[t], title=COPY + t) for t in (TEXT, PHOTOS, ENTITIES)]
+
+    inventory = edited_inventory(deployment, folder / "inventory", refuse_and_copy)
     try:
         applied = make("projects", inventory)
-        assert applied.returncode == 0, applied.stdout[-4000:]
         again = make("projects-export", deployment.inventory, f"PROJECTS_FILE={folder}/again.yml")
         assert again.returncode == 0, again.stdout[-4000:]
         copies = {p["title"]: p for p in yaml.safe_load((folder / "again.yml").read_text())["labelstack_projects"]}
-        for title in (TEXT, PHOTOS, ENTITIES):
-            original, copy = exported[title], dict(copies[COPY + title], title=title)
-            for key in sorted(set(original) | set(copy)):
-                assert copy.get(key) == original.get(key), f"{title}: {key} differs in the copy"
+        yield {"applied": applied, "exported": exported, "copies": copies, "text": project(api, TEXT)}
     finally:
-        for title in (TEXT, PHOTOS, ENTITIES):
-            for p in api.all_projects():
-                if p["title"] == COPY + title:
-                    api.call("DELETE", f"/api/projects/{p['id']}")
+        for p in api.all_projects():
+            if p["title"].startswith(COPY):
+                api.call("DELETE", f"/api/projects/{p['id']}")
+
+
+def test_removing_a_used_label_is_refused(refused_and_copied: dict[str, Any]) -> None:
+    run = refused_and_copied["applied"]
+    assert run.returncode != 0, "a label that an annotation uses was removed"
+    assert "These labels still exist in annotations or drafts" in run.stdout, run.stdout[-4000:]
+    assert '<Choice value="Negative"/>' in refused_and_copied["text"]["label_config"]
+
+
+def test_export_fed_back_reproduces_the_projects(refused_and_copied: dict[str, Any]) -> None:
+    exported, copies = refused_and_copied["exported"], refused_and_copied["copies"]
+    for title in (TEXT, PHOTOS, ENTITIES):
+        assert COPY + title in copies, f"the exported {title} was not created again: {sorted(copies)}"
+        original, copy = exported[title], dict(copies[COPY + title], title=title)
+        for key in sorted(set(original) | set(copy)):
+            assert copy.get(key) == original.get(key), f"{title}: {key} differs in the copy"
