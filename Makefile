@@ -13,6 +13,7 @@ CONFIRM_DESTROY_DATA ?= no
 BACKUP ?=
 PROJECT ?=
 EXPORT_DIR ?= exports
+PROJECTS_FILE ?= exports/projects.yml
 BENCH_ARGS ?=
 ANSIBLE_ARGS ?=
 
@@ -21,7 +22,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv browser deploy bundle test-hosts check down destroy backup restore export bench bench-backup lint unit smoke test lock clean
+.PHONY: help venv browser deploy bundle test-hosts check down destroy backup restore export projects projects-export bench bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -64,6 +65,13 @@ export: venv ## Export project PROJECT=<id> on INVENTORY as JSON into EXPORT_DIR
 	@test -n "$(PROJECT)" || { echo "FAIL: name the project: make export PROJECT=<id>" >&2; exit 2; }
 	$(PLAYBOOK) -i $(INVENTORY) ansible/export.yml \
 	  -e '{"labelstack_export_project": $(PROJECT), "labelstack_export_dest": "$(abspath $(EXPORT_DIR))"}' $(ANSIBLE_ARGS)
+
+projects: venv ## Apply labelstack_projects of INVENTORY to its running stack only (ANSIBLE_ARGS='--check --diff' previews)
+	$(PLAYBOOK) -i $(INVENTORY) ansible/projects.yml $(ANSIBLE_ARGS)
+
+projects-export: venv ## Write the projects of INVENTORY's stack as labelstack_projects YAML into PROJECTS_FILE
+	$(PLAYBOOK) -i $(INVENTORY) ansible/projects-export.yml \
+	  -e '{"labelstack_projects_export_file": "$(abspath $(PROJECTS_FILE))"}' $(ANSIBLE_ARGS)
 
 bench: venv ## Benchmark the stack of INVENTORY (this machine) against the quick start; results in reports/bench
 	$(BIN)/python scripts/bench.py --inventory $(INVENTORY) --output-dir $(REPORTS)/bench $(BENCH_ARGS)
