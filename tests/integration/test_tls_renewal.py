@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import shlex
 import ssl
 from urllib.parse import urlsplit
 
@@ -25,11 +26,10 @@ def test_a_certificate_inside_its_renewal_window_is_renewed_by_a_deploy(deployme
     tls = f"{deployment.secrets_dir}/tls"
     # Same key and names, signed again by the stack's CA for SHORT_DAYS; written in place, as the deploy does.
     deployment.host.check_output(
-        "cd %s && set -o pipefail && openssl x509 -x509toreq -in server.crt -signkey server.key "
-        "| openssl x509 -req -CA ca.crt -CAkey ca.key -CAcreateserial -days %s -sha256 -extfile server.ext "
-        "-out short.crt && cat short.crt > server.crt && rm short.crt",
-        tls,
-        str(SHORT_DAYS),
+        "bash -c %s",
+        f"set -euo pipefail; cd {shlex.quote(tls)}; openssl x509 -x509toreq -in server.crt -signkey server.key"
+        f" | openssl x509 -req -CA ca.crt -CAkey ca.key -CAcreateserial -days {SHORT_DAYS} -sha256"
+        " -extfile server.ext -out short.crt; cat short.crt > server.crt; rm short.crt",
     )
     short = not_after(deployment.host.file(f"{tls}/server.crt").content_string)
     renew_days = int(str(host_setting(deployment.host, "labelstack_tls_renew_days")))

@@ -64,6 +64,7 @@ PROBE_NGINX_CONF = """pid /tmp/nginx.pid;
 error_log stderr warn;
 events {}
 http {
+  access_log off;
   client_body_temp_path /tmp/client_body;
   proxy_temp_path /tmp/proxy;
   fastcgi_temp_path /tmp/fastcgi;
