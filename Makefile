@@ -89,11 +89,11 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec d
 unit: venv ## Unit tests (no stack needed)
 	$(BIN)/pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
-smoke: venv browser ## Verify the deployment on INVENTORY (host checks, SDK round trips, the UI in Chromium)
-	$(BIN)/pytest tests/infra tests/smoke tests/ml tests/ui --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
+smoke: venv browser ## Verify the deployment on INVENTORY (host checks, SDK round trips, the UI in Chromium, attacks)
+	$(BIN)/pytest tests/infra tests/smoke tests/ml tests/ui tests/security --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
 
 test: lint unit browser ## Lint, unit tests, the whole suite against a test stack on this machine, then on two SSH test hosts
-	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml tests/ui --inventory $(TEST_INVENTORY) --deploy \
+	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml tests/ui tests/security --inventory $(TEST_INVENTORY) --deploy \
 	  --junitxml=$(REPORTS)/test.xml
 	$(MAKE) --no-print-directory test-hosts
 
