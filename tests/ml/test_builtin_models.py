@@ -69,6 +69,28 @@ def trained_predictions(api: Api, project: Project, ids: list[int]) -> dict[int,
     return preds if {p.get("model_version") for p in preds.values()} == {version} and len(preds) == len(ids) else None
 
 
+def record_predict_latency(
+    deployment: Deployment, project: Project, ids: list[int], record_property: pytest.RecordProperty
+) -> None:
+    """Time /predict for 1 and for all `ids` (from inside the backend's container, minus an empty call's time:
+    docker exec's own cost), for the README's figures.
+    """
+
+    def timed(tasks: list[int]) -> float:
+        body = json.dumps({"project": f"{project.id}.0", "tasks": [{"id": t, "data": project.data[t]} for t in tasks]})
+        started = time.monotonic()
+        status, text = backend_post(deployment, "/predict", body)
+        assert status == 200, text
+        return time.monotonic() - started
+
+    empty = min(timed([]) for _ in range(3))
+    one = min(timed(ids[:1]) for _ in range(3)) - empty
+    many = timed(ids) - empty
+    record_property("predict_1_ms", round(one * 1000, 1))
+    record_property(f"predict_{len(ids)}_ms", round(many * 1000, 1))
+    print(f"project {project.id}: /predict 1 task {one * 1000:.0f} ms, {len(ids)} tasks {many * 1000:.0f} ms")
+
+
 def backend_log_since(deployment: Deployment, since: float) -> str:
     return deployment.host.check_output(
         f"docker logs --since {int(since)} {deployment.container('ml-backend')} 2>&1 | grep 'cannot use image' || true"
@@ -117,6 +139,7 @@ def test_entities_are_learned_from_60_texts(
     f1 = span_f1([set(ner_project.truth[t]) for t in held_out], predicted)
     record_property("ner_span_f1", f1)
     assert f1 >= 0.8, f"span F1 {f1:.3f} on {len(held_out)} held-out texts after 60 annotations"
+    record_predict_latency(deployment, ner_project, held_out, record_property)
 
 
 def test_entity_tasks_are_served_least_sure_first(api: Api, ner_project: Project, ml_settings: dict[str, str]) -> None:
@@ -187,6 +210,7 @@ def test_images_are_learned_from_40_annotations(
     accuracy = sum(label_of(preds[t]) == image_project.truth[t] for t in held_out) / len(held_out)
     record_property("image_accuracy", accuracy)
     assert accuracy >= 0.9, f"accuracy {accuracy:.3f} on {len(held_out)} held-out images after 40 annotations"
+    record_predict_latency(deployment, image_project, held_out, record_property)
     logged = backend_log_since(deployment, since)
     for name in BAD:
         assert name in logged, f"no log line about {name}: {logged[-2000:]}"
