@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from labelstack_testlib import Deployment, wait_for
+from labelstack_testlib import Deployment, PlaybookRun, wait_for
 
 from .seclib import TRUST_MOUNT, TlsFiles, self_signed_ca
 
@@ -114,11 +114,15 @@ def test_the_proxy_healthcheck_fails_on_an_expired_certificate(proxied: Deployme
         files.remove()
 
 
-def test_the_generated_ca_is_name_constrained(proxied: Deployment) -> None:
+def test_the_generated_ca_is_name_constrained(proxied: Deployment, first_deploy: PlaybookRun | None) -> None:
     ca = proxied.credentials["LABELSTACK_CA_CERT"]
     if not ca:
         pytest.skip("the deployment uses its own certificate")
     text = proxied.host.check_output("openssl x509 -in %s -noout -ext nameConstraints", ca)
+    if "Permitted" not in text and first_deploy is not None:
+        # A CA made by an older labelstack is kept (clients trust it); the deploy must say so, not stay silent.
+        assert f"{ca} has no name constraints" in first_deploy.output, f"{ca} has no name constraints, no warning"
+        pytest.skip(f"{ca} predates name constraints and the deploy warned; a new CA is checked on a fresh host")
     host = urlsplit(proxied.url).hostname or ""
     assert "Permitted" in text, f"{ca} has no name constraints: {text}"
     assert any(line.strip().split(":", 1)[-1].split("/")[0] == host for line in text.splitlines()), text
