@@ -13,6 +13,7 @@ CONFIRM_DESTROY_DATA ?= no
 BACKUP ?=
 PROJECT ?=
 EXPORT_DIR ?= exports
+PROJECTS_FILE ?= exports/projects.yml
 BENCH_ARGS ?=
 ANSIBLE_ARGS ?=
 
@@ -21,7 +22,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv browser deploy bundle test-hosts check down destroy backup restore export bench bench-backup lint unit smoke test lock clean
+.PHONY: help venv browser deploy bundle test-hosts test-upgrade check down destroy backup restore export projects projects-export bench bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +66,13 @@ export: venv ## Export project PROJECT=<id> on INVENTORY as JSON into EXPORT_DIR
 	$(PLAYBOOK) -i $(INVENTORY) ansible/export.yml \
 	  -e '{"labelstack_export_project": $(PROJECT), "labelstack_export_dest": "$(abspath $(EXPORT_DIR))"}' $(ANSIBLE_ARGS)
 
+projects: venv ## Apply labelstack_projects of INVENTORY to its running stack only (ANSIBLE_ARGS='--check --diff' previews)
+	$(PLAYBOOK) -i $(INVENTORY) ansible/projects.yml $(ANSIBLE_ARGS)
+
+projects-export: venv ## Write the projects of INVENTORY's stack as labelstack_projects YAML into PROJECTS_FILE
+	$(PLAYBOOK) -i $(INVENTORY) ansible/projects-export.yml \
+	  -e '{"labelstack_projects_export_file": "$(abspath $(PROJECTS_FILE))"}' $(ANSIBLE_ARGS)
+
 bench: venv ## Benchmark the stack of INVENTORY (this machine) against the quick start; results in reports/bench
 	$(BIN)/python scripts/bench.py --inventory $(INVENTORY) --output-dir $(REPORTS)/bench $(BENCH_ARGS)
 
@@ -81,13 +89,16 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec d
 unit: venv ## Unit tests (no stack needed)
 	$(BIN)/pytest tests/unit --junitxml=$(REPORTS)/unit.xml
 
-smoke: venv browser ## Verify the deployment on INVENTORY (host checks, SDK round trips, the UI in Chromium)
-	$(BIN)/pytest tests/infra tests/smoke tests/ml tests/ui --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
+smoke: venv browser ## Verify the deployment on INVENTORY (host checks, SDK round trips, the UI in Chromium, attacks)
+	$(BIN)/pytest tests/infra tests/smoke tests/ml tests/ui tests/security --inventory $(INVENTORY) --junitxml=$(REPORTS)/smoke.xml
 
 test: lint unit browser ## Lint, unit tests, the whole suite against a test stack on this machine, then on two SSH test hosts
-	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml tests/ui --inventory $(TEST_INVENTORY) --deploy \
-	  --junitxml=$(REPORTS)/test.xml
+	$(BIN)/pytest tests/integration tests/infra tests/smoke tests/ml tests/ui tests/security --inventory $(TEST_INVENTORY) --deploy \
+	  --ignore=tests/integration/test_upgrade.py --junitxml=$(REPORTS)/test.xml
 	$(MAKE) --no-print-directory test-hosts
+
+test-upgrade: venv ## Upgrade a third stack (inventory/test-upgrade) from Label Studio 1.22.0; ~10 min, so not in `test`
+	$(BIN)/pytest tests/integration/test_upgrade.py --junitxml=$(REPORTS)/upgrade.xml
 
 test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a bundle), test them, smoke them, remove them
 	trap 'scripts/testhosts.sh down' EXIT; \

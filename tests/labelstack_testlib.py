@@ -257,17 +257,20 @@ def _trust_deployment_ca(host: testinfra.host.Host, ca_path: str, tmp: pytest.Te
 
 
 def write_files(deployment: Deployment, files: dict[str, dict[str, bytes]]) -> None:
-    """Create {folder: {name: content}} under the host's local-files folder, readable by the app (uid 1001)."""
-    commands = ["set -e"]
+    """Create {folder: {name: content}} under the host's local-files folder, readable by the app (uid 1001).
+
+    One command per file: a command's argument is limited to 128 KiB (MAX_ARG_STRLEN), a folder of images is not.
+    """
     for folder, contents in files.items():
         path = f"{deployment.local_files_dir}/{folder}"
-        commands.append(f"mkdir -p {shlex.quote(path)}")
+        commands = [f"mkdir -p {shlex.quote(path)}"]
         for name, content in contents.items():
             encoded = base64.b64encode(content).decode()
             commands.append(f"printf %s {encoded} | base64 -d > {shlex.quote(f'{path}/{name}')}")
         commands.append(f"chmod -R a+rX {shlex.quote(path)}")
-    result = deployment.host.run("sh -c %s", "\n".join(commands))
-    assert result.rc == 0, f"could not write the test files on the host: {result.stderr}"
+        for command in commands:
+            result = deployment.host.run("sh -c %s", f"set -e; {command}")
+            assert result.rc == 0, f"could not write the test files on the host: {result.stderr}"
 
 
 def remove_folders(deployment: Deployment, folders: list[str]) -> None:

@@ -61,7 +61,7 @@ def guide_project(api: Api, ml_settings: dict[str, str]) -> Iterator[MlProject]:
 def test_the_guides_class_serves_the_predictions_label_studio_shows(api: Api, guide_project: MlProject) -> None:
     assert api.call("GET", f"/api/ml/{guide_project.ml_backend}")["readable_state"] == "Connected"
     ids = sorted(guide_project.texts)
-    predictions = retrieve_predictions(api, guide_project, ids)
+    predictions = retrieve_predictions(api, guide_project.id, ids)
     assert set(predictions) == set(ids), f"no prediction for tasks {sorted(set(ids) - set(predictions))}"
     for prediction in predictions.values():
         assert label_of(prediction) in {"Positive", "Negative", "Neutral"}, prediction

@@ -1,4 +1,7 @@
-"""The deploy creates the projects of labelstack_ml_projects and wires them to the ML backend."""
+"""The deploy creates the projects of labelstack_projects that name an ML backend and wires them to it.
+
+(Also those of labelstack_ml_projects, the deprecated variable deployed as such projects.)
+"""
 
 from __future__ import annotations
 
@@ -13,19 +16,28 @@ from .mllib import ml_tool
 
 
 @pytest.fixture(scope="module")
-def deployed_projects(api: Api, deployment: Deployment) -> list[dict[str, Any]]:
+def deployed_projects(api: Api, deployment: Deployment, ml_settings: dict[str, str]) -> list[dict[str, Any]]:
     wanted = [p["title"] for p in deployment.variables.get("labelstack_ml_projects") or []]
+    wanted += [
+        p["title"]
+        for p in deployment.variables.get("labelstack_projects") or []
+        if ml_settings["ML_BACKEND_URL"].startswith(f"http://{(p.get('ml_backends') or ['-'])[0]}.internal:")
+    ]
     if not wanted:
-        pytest.skip("this inventory sets no labelstack_ml_projects")
+        pytest.skip("this inventory declares no project connected to the default ML backend")
     found = {p["title"]: p for p in api.all_projects()}
     missing = [title for title in wanted if title not in found]
     assert not missing, f"the deploy did not create {missing}"
     return [found[title] for title in wanted]
 
 
-def test_projects_use_uncertainty_sampling_and_show_predictions(deployed_projects: list[dict[str, Any]]) -> None:
+def test_projects_use_their_sampling_and_show_predictions(
+    deployment: Deployment, deployed_projects: list[dict[str, Any]]
+) -> None:
+    declared = {p["title"]: p for p in deployment.variables.get("labelstack_projects") or []}
     for project in deployed_projects:
-        assert project["sampling"] == "Uncertainty sampling", project["title"]
+        wanted = declared.get(project["title"], {}).get("sampling", "Uncertainty sampling")
+        assert project["sampling"] == wanted, project["title"]
         assert project["show_collab_predictions"], project["title"]
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from labelstack_testlib import Api, Deployment, wait_for
 
-from .mllib import MlProject, annotate, backend_post, label_of, ml_tool, retrieve_predictions
+from .mllib import MlProject, annotate, backend_post, check_lowest_score_first, label_of, retrieve_predictions
 
 N_TRAIN = 40
 TRAIN_TIMEOUT = 180
@@ -48,7 +48,7 @@ def test_annotations_train_the_model_and_predictions_are_accurate(
         project = api.call("GET", f"/api/projects/{ml_project.id}")
         if not str(project.get("model_version")).startswith("v"):
             return None  # the backend has not published a trained version yet
-        preds = retrieve_predictions(api, ml_project, held_out)
+        preds = retrieve_predictions(api, ml_project.id, held_out)
         if {p.get("model_version") for p in preds.values()} != {project["model_version"]}:
             return None
         accuracy = sum(label_of(p) == ml_project.texts[t] for t, p in preds.items()) / len(held_out)
@@ -73,7 +73,7 @@ def test_training_again_changes_the_model_version(api: Api, ml_project: MlProjec
     # Label Studio learns the backend's version from /setup, which it calls before predicting. Trainings
     # queued by the earlier annotations may still publish newer versions: wait until both sides agree.
     def agreed() -> str | None:
-        retrieve_predictions(api, ml_project, [sorted(ml_project.texts)[-1]])
+        retrieve_predictions(api, ml_project.id, [sorted(ml_project.texts)[-1]])
         project = api.call("GET", f"/api/projects/{ml_project.id}")["model_version"]
         backend = api.call("GET", f"/api/ml/{ml_project.ml_backend}")["model_version"]
         return project if project == backend else None
@@ -96,17 +96,7 @@ def test_model_survives_a_backend_restart(api: Api, ml_project: MlProject, deplo
 def test_uncertainty_sampling_serves_the_lowest_score_first(
     api: Api, ml_project: MlProject, ml_settings: dict[str, str]
 ) -> None:
-    def lowest() -> list[dict[str, Any]] | None:
-        out = ml_tool(ml_settings, "uncertain", str(ml_project.id), "--limit", "5")
-        rows = [json.loads(line) for line in out.splitlines()]
-        return rows or None
-
-    rows = wait_for(lowest, 60, "labelstack-ml uncertain printed no task")
-    assert rows == sorted(rows, key=lambda r: r["score"])
-    nxt = api.call("GET", f"/api/projects/{ml_project.id}/next")
-    score = {p["model_version"]: p["score"] for p in nxt["predictions"]}.get(rows[0]["model_version"])
-    # Equal scores may come in either order: compare scores, not ids.
-    assert score == pytest.approx(rows[0]["score"]), (nxt["id"], score, rows[:3])
+    check_lowest_score_first(api, ml_settings, ml_project.id)
 
 
 def test_task_without_the_field_gets_an_empty_result(api: Api, ml_project: MlProject, deployment: Deployment) -> None:

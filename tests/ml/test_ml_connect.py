@@ -106,7 +106,7 @@ def test_40_annotations_train_the_model_without_any_other_call(
         version = api.call("GET", f"/api/projects/{ui_project.id}")["model_version"]
         if not version.startswith("v"):
             return None  # no trained version published yet
-        preds = retrieve_predictions(api, ui_project, held_out)
+        preds = retrieve_predictions(api, ui_project.id, held_out)
         if {p.get("model_version") for p in preds.values()} != {version}:
             return None
         accuracy = sum(label_of(p) == ui_project.texts[t] for t, p in preds.items()) / len(held_out)
@@ -139,7 +139,7 @@ def test_retrieve_predictions_serves_the_trained_model(api: Api, ui_project: MlP
     version = backend_version(api, ui_project)
     assert version.startswith("v"), version
     held_out = sorted(ui_project.texts)[-100:]
-    preds = retrieve_predictions(api, ui_project, held_out)
+    preds = retrieve_predictions(api, ui_project.id, held_out)
     assert {p["model_version"] for p in preds.values()} == {version}
     accuracy = sum(label_of(p) == ui_project.texts[t] for t, p in preds.items()) / len(held_out)
     assert accuracy >= 0.9, accuracy

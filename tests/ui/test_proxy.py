@@ -26,7 +26,6 @@ def test_plain_http_port_sends_the_browser_to_https(admin: Browser, proxied: Dep
     admin.step("http-redirected-to-https")
 
 
-@pytest.mark.skip(reason="issue 13: Label Studio's cookies are not Secure behind the proxy yet")
 def test_cookies_are_secure(admin: Browser, proxied: Deployment) -> None:
     admin.open("/projects/")
     admin.element(By.CSS_SELECTOR, CREATE_PROJECT)

@@ -40,7 +40,7 @@ def test_routes_need_basic_auth(backend: Backend, method: str, path: str, auth: 
 
 def test_health_and_webhook_need_no_auth(backend: Backend) -> None:
     client = backend(auth="")
-    assert client.get("/health").json == {"status": "UP", "model_class": "TextClassifier", "training": []}
+    assert client.get("/health").json == {"status": "UP", "model_class": "BuiltinModels", "training": []}
     assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).status_code == 200
 
 

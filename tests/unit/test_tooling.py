@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from labelstack_testlib import REPO, PlaybookRun, parse_env_file
 
@@ -83,3 +84,16 @@ def test_scripts_have_help_and_refuse_unknown_flags(script: str) -> None:
     bad = subprocess.run([path, "--bogus"], capture_output=True, text=True, check=False)
     assert bad.returncode != 0
     assert "FAIL: unknown argument '--bogus'" in bad.stderr
+
+
+def test_the_ml_backend_tag_hashes_every_file_its_image_copies() -> None:
+    """A module missing from the list would change the image without changing its tag: a host keeps the old one."""
+    contexts = yaml.safe_load((REPO / "ansible/roles/labelstack/vars/main.yml").read_text())
+    listed = set(contexts["__labelstack_role_build_contexts"]["ml-backend"]["files"])
+    context = REPO / "compose" / "ml-backend"
+    copied = {
+        str(p.relative_to(context))
+        for package in ("labelstack_ml", "label_studio_ml")
+        for p in (context / package).glob("*.py")
+    }
+    assert copied - listed == set()

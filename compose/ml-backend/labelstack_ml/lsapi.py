@@ -8,6 +8,12 @@ from .base import Json
 
 # Runs wait in the background: an export, import or delete of 5,000 predictions took minutes on a loaded host.
 TIMEOUT = 900
+# A file (an image to classify) is read while Label Studio waits for /predict: fail fast instead.
+FILE_TIMEOUT = 30
+
+
+class TooLargeError(ValueError):
+    """A file larger than the caller's limit (refused from Content-Length, or after reading that many bytes)."""
 
 
 class LabelStudio:
@@ -20,6 +26,21 @@ class LabelStudio:
         response = self.session.request(method, f"{self.url}{path}", params=params, json=body, timeout=TIMEOUT)
         response.raise_for_status()
         return response.json() if response.content else None
+
+    def read_file(self, path: str, max_bytes: int) -> bytes:
+        """A file Label Studio serves at `path` (e.g. /data/local-files/?d=… or /data/upload/…), at most
+        `max_bytes` long: streamed, so a huge file costs one chunk past the limit, not its size.
+        """
+        with self.session.get(f"{self.url}{path}", stream=True, timeout=FILE_TIMEOUT) as response:
+            response.raise_for_status()
+            if int(response.headers.get("Content-Length") or 0) > max_bytes:
+                raise TooLargeError(f"{response.headers['Content-Length']} bytes, more than {max_bytes}")
+            content = bytearray()
+            for chunk in response.iter_content(64 * 1024):
+                content += chunk
+                if len(content) > max_bytes:
+                    raise TooLargeError(f"more than {max_bytes} bytes")
+            return bytes(content)
 
     def project(self, project: int) -> dict[str, Json]:
         return self.call("GET", f"/api/projects/{project}")

@@ -1,4 +1,4 @@
-"""labelstack's built-in model class: a text classifier for any <Choices> bound to a <Text>.
+"""labelstack's built-in text classifier for any <Choices> bound to a <Text>, and what the built-in models share.
 
 TextClassifier is an ordinary LabelStudioMLBase subclass (the default ML_MODEL_CLASS); TextChoicesModel is the
 scikit-learn part it trains. A class of your own replaces both (see examples/ and byo.Dockerfile).
@@ -62,25 +62,49 @@ class Trained:
     seconds: float
 
 
+def latest_results(task: dict[str, Json], from_name: str) -> list[dict[str, Json]] | None:
+    """The results of `from_name` in the task's latest non-cancelled annotation; None when it has none."""
+    annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if not annotations:
+        return None
+    latest = max(annotations, key=lambda a: a.get("id", 0))
+    return [r for r in latest.get("result") or [] if r.get("from_name") == from_name]
+
+
 def examples(tasks: list[dict[str, Json]], target: labelconfig.ChoicesTarget) -> tuple[list[str], list[str]]:
     """(texts, labels): per task its text and the first choice of its latest non-cancelled annotation."""
     texts, labels = [], []
     for task in tasks:
         text = (task.get("data") or {}).get(target.data_key)
-        annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-        if not isinstance(text, str) or not annotations:
+        results = latest_results(task, target.from_name)
+        if not isinstance(text, str) or not results:
             continue
-        latest = max(annotations, key=lambda a: a.get("id", 0))
-        choices = [
-            c
-            for r in latest.get("result") or []
-            if r.get("from_name") == target.from_name
-            for c in (r.get("value") or {}).get("choices") or []
-        ]
+        choices = [c for r in results for c in (r.get("value") or {}).get("choices") or []]
         if choices:
             texts.append(text)
             labels.append(choices[0])
     return texts, labels
+
+
+def load_trained(path: Path, project_id: str) -> Trained | None:
+    """The model saved at `path`; None when there is none, or when it cannot be read (logged: the next event
+    trains again rather than every request failing).
+    """
+    if not path.is_file():
+        return None
+    try:
+        trained = joblib.load(path)
+    except Exception:
+        log.exception("project %s: cannot load %s, ignoring it", project_id, path)
+        return None
+    return trained if isinstance(trained, Trained) else None
+
+
+def save_trained(trained: Trained, path: Path) -> None:
+    """Write atomically: a crash mid-write leaves the previous model, never half a file."""
+    tmp = path.with_suffix(".tmp")
+    joblib.dump(trained, tmp)
+    tmp.replace(path)
 
 
 class TextClassifier(LabelStudioMLBase):
@@ -92,17 +116,10 @@ class TextClassifier(LabelStudioMLBase):
     INITIAL_MODEL_VERSION = "untrained"
 
     def setup(self) -> None:
-        self.trained: Trained | None = None
-        path = self.path()
-        if not path.is_file():
-            return
-        try:
-            self.trained = joblib.load(path)
-        except Exception:  # a damaged or foreign file: train again on the next event rather than fail requests
-            log.exception("project %s: cannot load %s, ignoring it", self.project_id, path)
-            return
-        # The file is the truth (a model saved before this project's version was cached, or a crash in between).
-        self.model_version = self.trained.version
+        self.trained = load_trained(self.path(), self.project_id)
+        if self.trained is not None:
+            # The file is the truth (a model saved before this project's version was cached, or a crash in between).
+            self.model_version = self.trained.version
 
     def path(self) -> Path:
         return self.model_dir / f"project-{self.project_id}.joblib"
@@ -135,10 +152,7 @@ class TextClassifier(LabelStudioMLBase):
         model.fit(texts, labels)
         version = next_version(self.model_version)
         trained = Trained(model, version, target, len(texts), round(time.monotonic() - started, 3))
-        path = self.path()
-        tmp = path.with_suffix(".tmp")
-        joblib.dump(trained, tmp)
-        tmp.replace(path)
+        save_trained(trained, self.path())
         self.trained = trained
         self.model_version = version
         log.info(

@@ -41,7 +41,7 @@ from .trainer import Trainer
 
 log = logging.getLogger("labelstack_ml")
 
-DEFAULT_MODEL_CLASS = "labelstack_ml.model:TextClassifier"
+DEFAULT_MODEL_CLASS = "labelstack_ml.builtin:BuiltinModels"
 TRAIN_ACTIONS = {
     "ANNOTATION_CREATED",
     "ANNOTATION_UPDATED",

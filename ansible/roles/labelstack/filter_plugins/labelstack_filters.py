@@ -7,14 +7,20 @@ built-in backend's image by compose/ml-backend/byo.Dockerfile);
 
 labelstack_ml_addresses: fixed addresses of the ML backends (the lower half of the ML subnet, from .2);
 labelstack_ml_dynamic_range: the upper half, where Docker places the app (so it never takes a backend's);
-labelstack_ssrf_banned_subnets: Label Studio's default SSRF block list minus the networks (/32 each) to allow.
+labelstack_ssrf_banned_subnets: Label Studio's default SSRF block list minus the networks (/32 each) to allow;
+labelstack_from_dir: a file name relative to a folder (the inventory's), absolute ones as they are;
+labelstack_projects_yaml: projects as a labelstack_projects YAML document, label configs as blocks;
+labelstack_ml_projects_as_projects: the deprecated labelstack_ml_projects items as labelstack_projects items.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 from typing import Any
+
+import yaml
 
 # label_studio/core/utils/io.py validate_ip() (1.23.2): the list USE_DEFAULT_BANNED_SUBNETS turns on.
 DEFAULT_BANNED_SUBNETS = (
@@ -116,6 +122,41 @@ def labelstack_ml_backends(
     return result
 
 
+def labelstack_projects_yaml(projects: list[dict[str, Any]]) -> str:
+    """`labelstack_projects:` with the given items, multi-line strings (label configs) as literal blocks."""
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    plain = json.loads(json.dumps(projects))  # Ansible's own list, dict and str types are not SafeDumper's
+    body = yaml.dump({"labelstack_projects": plain}, Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
+    header = "# Written by make projects-export; webhook header values read CHANGE-ME (use vault variables).\n"
+    return "---\n" + header + body
+
+
+def labelstack_from_dir(path: str, folder: str) -> str:
+    """`path` itself when absolute, else `path` inside `folder`."""
+    return path if os.path.isabs(path) else os.path.join(folder, path)
+
+
+def labelstack_ml_projects_as_projects(items: list[dict[str, Any]], default_backend: str) -> list[dict[str, Any]]:
+    """labelstack_ml_projects ({title, label_config, backend?}) as labelstack_projects: the same wiring."""
+    return [
+        {
+            "title": item["title"],
+            "label_config": item["label_config"],
+            "ml_backends": [item.get("backend") or default_backend],
+            "sampling": "Uncertainty sampling",
+        }
+        for item in items
+    ]
+
+
 def labelstack_byo_contexts(backends: list[dict[str, Any]], version: str) -> dict[str, dict[str, Any]]:
     """Build contexts of the user's model folders (read on the controller, like the role's own contexts)."""
     contexts = {}
@@ -150,5 +191,8 @@ class FilterModule:
             "labelstack_ml_addresses": labelstack_ml_addresses,
             "labelstack_ml_dynamic_range": labelstack_ml_dynamic_range,
             "labelstack_ml_backends": labelstack_ml_backends,
+            "labelstack_ml_projects_as_projects": labelstack_ml_projects_as_projects,
+            "labelstack_from_dir": labelstack_from_dir,
+            "labelstack_projects_yaml": labelstack_projects_yaml,
             "labelstack_byo_contexts": labelstack_byo_contexts,
         }
