@@ -8,6 +8,7 @@ from the inventory or the role's defaults.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import itertools
 import os
 import re
@@ -15,6 +16,7 @@ import shlex
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,20 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- Ansible: environment, playbooks, inventories
+
+
+def load_module(name: str, path: Path) -> types.ModuleType:
+    """A Python file that is no package module (a script, an Ansible module or filter plugin), imported as `name`.
+
+    It is registered in sys.modules first: dataclasses look their module up while the class is built.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def ansible_environment() -> dict[str, str]:

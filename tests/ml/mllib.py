@@ -25,12 +25,20 @@ VOCABULARY = {
     "Weather": "rain storm wind forecast cloud sunny cold front season temperature snow final",
 }
 SHARED = ["today", "report", "local", "big", "news", "week", "update", "early", "late", "strong", "high", "low"]
-CONFIG = """<View>
-  <Text name="text" value="$text"/>
-  <Choices name="topic" toName="text" choice="single">
+
+
+def choices_config(tag: str, field: str, name: str, labels: tuple[str, ...]) -> str:
+    """A single-choice label config: `name` picks one of `labels` for the `<tag>` showing the task's `field`."""
+    choices = "\n    ".join(f'<Choice value="{label}"/>' for label in labels)
+    return f"""<View>
+  <{tag} name="{field}" value="${field}"/>
+  <Choices name="{name}" toName="{field}" choice="single">
     {choices}
   </Choices>
-</View>""".format(choices="\n    ".join(f'<Choice value="{label}"/>' for label in LABELS))
+</View>"""
+
+
+CONFIG = choices_config("Text", "text", "topic", LABELS)
 
 
 def make_texts(n: int = 300, seed: int = 7) -> list[tuple[str, str]]:
@@ -129,12 +137,7 @@ def span_f1(truth: list[set[tuple[int, int, str]]], predicted: list[set[tuple[in
 
 
 IMAGE_LABELS = ("Circle", "Square", "Triangle")
-IMAGE_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Choices name="shape" toName="image" choice="single">
-    {choices}
-  </Choices>
-</View>""".format(choices="\n    ".join(f'<Choice value="{label}"/>' for label in IMAGE_LABELS))
+IMAGE_CONFIG = choices_config("Image", "image", "shape", IMAGE_LABELS)
 # Each class has its own shape and hue; sizes, positions, tints, backgrounds and pixel noise vary.
 HUES = {"Circle": (200, 60, 50), "Square": (60, 170, 70), "Triangle": (60, 90, 200)}
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from labelstack_testlib import REPO
+from labelstack_testlib import REPO, load_module
 
-SPEC = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
-assert SPEC is not None
-assert SPEC.loader is not None
-bench = importlib.util.module_from_spec(SPEC)
-sys.modules["bench"] = bench  # dataclasses look their module up while the class is built
-SPEC.loader.exec_module(bench)
+bench = load_module("bench", REPO / "scripts" / "bench.py")
 
 
 def test_p95_is_the_value_below_which_95_percent_fall() -> None:

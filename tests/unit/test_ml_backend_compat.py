@@ -6,7 +6,6 @@ and transformers.pipeline, which the backend image does not have: they are stubb
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 import time
@@ -24,7 +23,7 @@ from label_studio_ml.response import ModelResponse
 from labelstack_ml import calls
 from labelstack_ml.base import LabelStudioMLBase
 from labelstack_ml.model import TextClassifier
-from labelstack_testlib import REPO
+from labelstack_testlib import REPO, load_module
 from ml.mllib import CONFIG as TOPIC_CONFIG
 from ml.mllib import choice_result, make_texts
 
@@ -34,16 +33,6 @@ GUIDE_CONFIG = """<View><Text name="text" value="$text"/><Choices name="sentimen
 <Choice value="Positive"/><Choice value="Negative"/><Choice value="Neutral"/></Choices></View>"""
 EXAMPLE = REPO / "compose" / "ml-backend" / "examples" / "text-classifier" / "model.py"
 Backend = Callable[..., FlaskClient]
-
-
-def load_module(name: str, path: Path) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

@@ -6,32 +6,18 @@ calls; the integration tests (tests/integration/test_projects.py) run the same m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from typing import Any
 
 import pytest
 
-from labelstack_testlib import REPO
+from labelstack_testlib import REPO, load_module
 
 Json = Any  # a value as json.loads returns it
 
-SPEC = importlib.util.spec_from_file_location(
-    "labelstack_project", REPO / "ansible/roles/labelstack/library/labelstack_project.py"
-)
-assert SPEC is not None
-assert SPEC.loader is not None
-mod = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(mod)
-
-FILTERS_SPEC = importlib.util.spec_from_file_location(
-    "labelstack_filters", REPO / "ansible/roles/labelstack/filter_plugins/labelstack_filters.py"
-)
-assert FILTERS_SPEC is not None
-assert FILTERS_SPEC.loader is not None
-filters = importlib.util.module_from_spec(FILTERS_SPEC)
-FILTERS_SPEC.loader.exec_module(filters)
+mod = load_module("labelstack_project", REPO / "ansible/roles/labelstack/library/labelstack_project.py")
+filters = load_module("labelstack_filters", REPO / "ansible/roles/labelstack/filter_plugins/labelstack_filters.py")
 
 CONFIG = '<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="A"/></Choices></View>'
 BACKENDS = [{"name": "ml-backend", "url": "http://ml-backend.internal:9090"}]

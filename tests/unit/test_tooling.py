@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from labelstack_testlib import REPO, PlaybookRun, parse_env_file
+from labelstack_testlib import REPO, PlaybookRun, load_module, parse_env_file
 
-SPEC = importlib.util.spec_from_file_location("check_argument_specs", REPO / "scripts" / "check-argument-specs.py")
-assert SPEC is not None
-assert SPEC.loader is not None
-check_argument_specs = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(check_argument_specs)
+check_argument_specs = load_module("check_argument_specs", REPO / "scripts" / "check-argument-specs.py")
 
 
 def _role(tmp_path: Path, defaults: str, options: str, entry_points: tuple[str, ...] = ("main",)) -> Path:
