@@ -164,11 +164,12 @@ def edits(deployment: Deployment, api: Api, tmp_path_factory: pytest.TempPathFac
     check = make("check", inventory, ONLY_PROJECTS)
     after_check = {title: project(api, title) for title in (TEXT, PHOTOS, ENTITIES)}
     hooks_after_check = api.call("GET", f"/api/webhooks/?project={after_check[ENTITIES]['id']}")
+    photo_names_after_check = photo_names(api, after_check[PHOTOS]["id"])
     deploy = make("deploy", inventory, ONLY_PROJECTS)
     return {
         "check": check,
         "after_check": after_check,
-        "photo_names_after_check": photo_names(api, after_check[PHOTOS]["id"]),
+        "photo_names_after_check": photo_names_after_check,
         "new_photos": sorted(photos),
         "hooks_after_check": hooks_after_check,
         "deploy": deploy,
