@@ -13,7 +13,7 @@ connect and ensure print one JSON line with "changed": true when they created or
 
 URL, API token and the backend's credentials come from the deployment's credentials file
 (--credentials, default /etc/labelstack/credentials.env, root only) or LABEL_STUDIO_URL /
-LABEL_STUDIO_API_KEY / ML_BACKEND_URL / ML_BACKEND_WEBHOOK_URL / ML_BACKEND_USER / ML_BACKEND_PASSWORD
+LABEL_STUDIO_API_KEY / ML_BACKEND_URL / ML_BACKEND_USER / ML_BACKEND_PASSWORD
 in the environment. Standard library only, so it runs with the target host's python3.
 HTTPS: LABELSTACK_CA_CERT (from the credentials file or the environment) names the CA to trust (the
 deploy's generated one); LABELSTACK_TLS_VERIFY=false skips verification (the deploy uses it on loopback
@@ -23,35 +23,25 @@ with a certificate issued for the public name).
 from __future__ import annotations
 
 import argparse
-import base64
 import itertools
 import json
 import os
-import ssl
 import sys
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-KEYS = (
-    "LABEL_STUDIO_URL",
-    "LABEL_STUDIO_API_KEY",
-    "ML_BACKEND_URL",
-    "ML_BACKEND_WEBHOOK_URL",
-    "ML_BACKEND_USER",
-    "ML_BACKEND_PASSWORD",
-)
-Json = Any  # a value as json.loads returns it
+# The API client and the wiring the deploy uses too: installed beside this tool on the host, in the role's
+# module_utils in the repository.
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "ansible/roles/labelstack/module_utils")]
+from labelstack_api import ML_PROJECT_SETTINGS, Api, ApiError, Json, connect_ml_backend  # noqa: E402
+
+KEYS = ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "ML_BACKEND_URL", "ML_BACKEND_USER", "ML_BACKEND_PASSWORD")
 PAGE = 100
-BACKEND_TITLE = "labelstack text classifier"
-PROJECT_SETTINGS = {
-    "show_collab_predictions": True,
-    "evaluate_predictions_automatically": True,
-    "sampling": "Uncertainty sampling",
-}
+PROJECT_SETTINGS = dict(ML_PROJECT_SETTINGS, sampling="Uncertainty sampling")
 
 
 def load_settings(credentials: str) -> dict[str, str]:
@@ -69,92 +59,26 @@ def load_settings(credentials: str) -> dict[str, str]:
     return settings
 
 
-class Api:
-    def __init__(self, url: str, token: str, ca_cert: str = "", verify: bool = True) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-        self.tls = ssl.create_default_context(cafile=ca_cert or None)
-        if not verify:
-            self.tls.check_hostname = False
-            self.tls.verify_mode = ssl.CERT_NONE
-
-    def call(self, method: str, path: str, body: Json = None, *, missing_ok: bool = False) -> Json:
-        """The JSON answer; exits with a FAIL line on errors (raises LookupError on 404 when missing_ok)."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)  # noqa: S310 - operator's URL
-        req.add_header("Authorization", f"Token {self.token}")
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=300, context=self.tls) as resp:  # noqa: S310
-                text = resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404 and missing_ok:
-                raise LookupError(path) from exc
-            sys.exit(f"FAIL: {method} {path}: HTTP {exc.code}: {exc.read().decode()[:500]}")
-        except urllib.error.URLError as exc:
-            sys.exit(f"FAIL: {method} {self.url}{path}: {exc.reason}")
-        return json.loads(text) if text else None
-
-    def tasks(self, project: int) -> Iterator[dict[str, Json]]:
-        """Every task of the project with its predictions, page by page (the API serves 100 at most)."""
-        for page in itertools.count(1):
-            query = urllib.parse.urlencode({"project": project, "page": page, "page_size": PAGE, "fields": "all"})
-            try:
-                batch = self.call("GET", f"/api/tasks?{query}", missing_ok=True)
-            except LookupError:  # past the last page
-                return
-            yield from batch["tasks"]
-            if len(batch["tasks"]) < PAGE:
-                return
-
-    def ensure(self, path: str, existing: dict[str, Any] | None, wanted: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """POST `wanted` to `path` when nothing exists, PATCH the fields that differ otherwise."""
-        if existing is None:
-            return self.call("POST", path, wanted), True
-        diff = {k: v for k, v in wanted.items() if existing.get(k) != v}
-        if not diff:
-            return existing, False
-        return self.call("PATCH", f"{path.rstrip('/')}/{existing['id']}{'/' if path.endswith('/') else ''}", diff), True
+def tasks(api: Api, project: int) -> Iterator[dict[str, Json]]:
+    """Every task of the project with its predictions, page by page (the API serves 100 at most)."""
+    for page in itertools.count(1):
+        query = urllib.parse.urlencode({"project": project, "page": page, "page_size": PAGE, "fields": "all"})
+        status, text = api.request("GET", f"/api/tasks?{query}")
+        if status == 404:  # past the last page
+            return
+        if status >= 400:
+            raise ApiError("GET", f"/api/tasks?{query}", status, text)
+        batch = json.loads(text)["tasks"]
+        yield from batch
+        if len(batch) < PAGE:
+            return
 
 
 def connect(api: Api, s: dict[str, str], project: int) -> dict[str, Any]:
     """Idempotent: reuses the backend and the webhook when they exist, changes only what differs."""
-    backend_url = s["ML_BACKEND_URL"].rstrip("/")
-    # Deployments before several backends wired http://<name>:9090 (no dot: Label Studio made no webhook for
-    # it). That connection is replaced, not kept beside the new one; Label Studio 1.23.2 answers a PATCH of
-    # the URL with a 500 (MLBackend.setup_() without its project), so it is deleted and connected again.
-    legacy_url = backend_url.replace(".internal:", ":", 1)
-    backends = api.call("GET", f"/api/ml?project={project}")
-    legacy = [b for b in backends if legacy_url != backend_url and b["url"].rstrip("/") == legacy_url]
-    for backend in legacy:
-        api.call("DELETE", f"/api/ml/{backend['id']}")
-    existing = next((b for b in backends if b["url"].rstrip("/") == backend_url), None)
-    wanted = {
-        "project": project,
-        "url": backend_url,
-        "title": BACKEND_TITLE,
-        "auth_method": "BASIC_AUTH",
-        "basic_auth_user": s["ML_BACKEND_USER"],
-        "is_interactive": False,
-        "auto_update": True,
-    }
-    if existing is None:  # Label Studio never returns the password, so it is only sent on creation
-        wanted["basic_auth_pass"] = s["ML_BACKEND_PASSWORD"]
-    backend, changed = api.ensure("/api/ml", existing, wanted)
-    changed |= bool(legacy)
-    # Label Studio registers <backend>/webhook without credentials (and only for dotted hosts): our own
-    # webhook carries the basic auth header.
-    auth = base64.b64encode(f"{s['ML_BACKEND_USER']}:{s['ML_BACKEND_PASSWORD']}".encode()).decode()
-    hook = {
-        "project": project,
-        "url": s["ML_BACKEND_WEBHOOK_URL"],
-        "send_payload": True,
-        "send_for_all_actions": True,
-        "headers": {"Authorization": f"Basic {auth}"},
-        "is_active": True,
-    }
-    hooks = [h for h in api.call("GET", f"/api/webhooks/?project={project}") if h["url"] == hook["url"]]
-    changed |= api.ensure("/api/webhooks/", hooks[0] if hooks else None, hook)[1]
+    backend, changed = connect_ml_backend(
+        api, project, s["ML_BACKEND_URL"], s["ML_BACKEND_USER"], s["ML_BACKEND_PASSWORD"]
+    )
     current = api.call("GET", f"/api/projects/{project}")
     changed |= api.ensure("/api/projects", current, PROJECT_SETTINGS)[1]
     return {"changed": changed, "project": project, "ml_backend": backend["id"]}
@@ -182,7 +106,7 @@ def uncertain(api: Api, project: int, limit: int) -> list[dict[str, Any]]:
     """One listing of the project's tasks with their stored predictions; no prediction is requested."""
     version = api.call("GET", f"/api/projects/{project}").get("model_version")
     rows = []
-    for task in api.tasks(project):
+    for task in tasks(api, project):
         if task.get("total_annotations") or task.get("is_labeled"):
             continue
         current = [
@@ -217,16 +141,21 @@ def main() -> None:
     api = Api(
         settings["LABEL_STUDIO_URL"],
         settings["LABEL_STUDIO_API_KEY"],
-        ca_cert=os.environ.get("LABELSTACK_CA_CERT", settings.get("LABELSTACK_CA_CERT", "")),
-        verify=os.environ.get("LABELSTACK_TLS_VERIFY", "true").lower() != "false",
+        ca_path=os.environ.get("LABELSTACK_CA_CERT", settings.get("LABELSTACK_CA_CERT", "")),
+        validate_certs=os.environ.get("LABELSTACK_TLS_VERIFY", "true").lower() != "false",
     )
-    if args.command == "connect":
-        print(json.dumps(connect(api, settings, args.project)))
-    elif args.command == "ensure":
-        print(json.dumps(ensure_project(api, settings, args.title, args.config_file)))
-    else:
-        for row in uncertain(api, args.project, args.limit):
-            print(json.dumps(row))
+    try:
+        if args.command == "connect":
+            print(json.dumps(connect(api, settings, args.project)))
+        elif args.command == "ensure":
+            print(json.dumps(ensure_project(api, settings, args.title, args.config_file)))
+        else:
+            for row in uncertain(api, args.project, args.limit):
+                print(json.dumps(row))
+    except ApiError as exc:
+        sys.exit(f"FAIL: {exc}")
+    except urllib.error.URLError as exc:
+        sys.exit(f"FAIL: {settings['LABEL_STUDIO_URL']}: {exc.reason}")
 
 
 if __name__ == "__main__":

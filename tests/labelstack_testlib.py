@@ -147,6 +147,19 @@ class NotDeployedError(Exception):
     """No stack to test where the inventory points: no such host, or no (current) credentials.env on it."""
 
 
+def make(target: str, inventory: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`make <target> INVENTORY=<inventory> [VAR=value ...]` in this repository, as a user types it."""
+    return subprocess.run(
+        ["make", "--no-print-directory", target, f"INVENTORY={inventory}", *args],
+        cwd=REPO,
+        env=dict(ansible_environment(), ANSIBLE_FORCE_COLOR="0"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
 def inventory_host(inventory: str, pattern: str = "labelstack") -> testinfra.host.Host:
     """The first host of `pattern` (group or host name) in `inventory`, reached like Ansible reaches it.
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,24 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from labelstack_testlib import REPO, Api, Deployment, ansible_environment, wait_for, write_files
+from labelstack_testlib import Api, Deployment, make, wait_for, write_files
 
 TEXT, PHOTOS, ENTITIES = "ml-deploy-check", "Product photos", "Entity spans"
 PHOTO_FOLDER = "product-photos"
 COPY = "copy of "
 ONLY_PROJECTS = "ANSIBLE_ARGS=--tags labelstack_projects"
-
-
-def make(target: str, inventory: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["make", "--no-print-directory", target, f"INVENTORY={inventory}", *args],
-        cwd=REPO,
-        env=dict(ansible_environment(), ANSIBLE_FORCE_COLOR="0"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
 
 
 def inventory_file(deployment: Deployment) -> Path:
@@ -177,11 +164,12 @@ def edits(deployment: Deployment, api: Api, tmp_path_factory: pytest.TempPathFac
     check = make("check", inventory, ONLY_PROJECTS)
     after_check = {title: project(api, title) for title in (TEXT, PHOTOS, ENTITIES)}
     hooks_after_check = api.call("GET", f"/api/webhooks/?project={after_check[ENTITIES]['id']}")
+    photo_names_after_check = photo_names(api, after_check[PHOTOS]["id"])
     deploy = make("deploy", inventory, ONLY_PROJECTS)
     return {
         "check": check,
         "after_check": after_check,
-        "photo_names_after_check": photo_names(api, after_check[PHOTOS]["id"]),
+        "photo_names_after_check": photo_names_after_check,
         "new_photos": sorted(photos),
         "hooks_after_check": hooks_after_check,
         "deploy": deploy,

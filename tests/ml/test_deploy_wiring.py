@@ -70,3 +70,14 @@ def test_connecting_again_changes_nothing(ml_settings: dict[str, str], deployed_
     for project in deployed_projects:
         out = json.loads(ml_tool(ml_settings, "connect", str(project["id"])))
         assert out["changed"] is False, out
+
+
+def test_the_tool_installed_on_the_host_runs_as_the_readme_says(
+    deployment: Deployment, deployed_projects: list[dict[str, Any]]
+) -> None:
+    """README "ML backend": <install_dir>/bin/labelstack-ml with the deployment's credentials file, as root."""
+    tool = f"{deployment.install_dir}/bin/labelstack-ml"
+    credentials = f"{deployment.secrets_dir}/credentials.env"
+    run = deployment.host.run("%s connect %s --credentials %s", tool, str(deployed_projects[0]["id"]), credentials)
+    assert run.rc == 0, f"{tool} failed: {run.stderr[-2000:]}"
+    assert json.loads(run.stdout)["changed"] is False, run.stdout

@@ -10,12 +10,15 @@ import json
 import re
 from typing import Any
 
+import ansible.module_utils
 import pytest
 
 from labelstack_testlib import REPO, load_module
 
 Json = Any  # a value as json.loads returns it
 
+# Where Ansible finds the role's module_utils when it runs the module.
+ansible.module_utils.__path__.append(str(REPO / "ansible/roles/labelstack/module_utils"))
 mod = load_module("labelstack_project", REPO / "ansible/roles/labelstack/library/labelstack_project.py")
 filters = load_module("labelstack_filters", REPO / "ansible/roles/labelstack/filter_plugins/labelstack_filters.py")
 
@@ -226,3 +229,18 @@ def test_projects_yaml_keeps_label_configs_as_blocks() -> None:
     import yaml
 
     assert yaml.safe_load(text)["labelstack_projects"][0]["label_config"] == "<View>\n  <Text/>\n</View>\n"
+
+
+def test_a_legacy_connection_is_replaced_and_a_users_settings_are_kept() -> None:
+    """Deployments before several backends connected http://<name>:9090; a user may turn on interactive mode."""
+    api = FakeLabelStudio()
+    pid = mod.run(Module(project=spec(ml_backends=[])), api)["project_id"]
+    api.add("ml", {"project": pid, "url": "http://ml-backend:9090", "title": "old"})
+    first = mod.run(Module(project=spec()), api)
+    assert first["changed"]
+    assert [b["url"] for b in api.tables["ml"].values()] == [BACKENDS[0]["url"]]
+    backend = next(iter(api.tables["ml"].values()))
+    backend["is_interactive"] = True
+    again = mod.run(Module(project=spec()), api)
+    assert not again["changed"], mutations(api)
+    assert backend["is_interactive"] is True

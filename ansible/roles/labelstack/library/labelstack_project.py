@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.labelstack_api import ML_PROJECT_SETTINGS, Api, ApiError, Json, connect_ml_backend
 
 try:
     import yaml
@@ -46,9 +42,6 @@ options:
   details: {description: with state=query, every field (true) or the titles only, type: bool, default: true}
 """
 
-Json = Any  # a value as json.loads returns it
-BACKEND_TITLE = "labelstack text classifier"  # what scripts/labelstack-ml.py connect sets: the two agree
-ML_PROJECT_SETTINGS = {"show_collab_predictions": True, "evaluate_predictions_automatically": True}
 SECRET = "********"  # noqa: S105 - the mask shown instead of a header value
 # labelstack_projects key -> Label Studio's project field
 FIELDS = {
@@ -60,53 +53,6 @@ FIELDS = {
     "label_config": "label_config",
 }
 DEFAULTS = {"description": "", "instructions": "", "sampling": "Sequential sampling", "maximum_annotations": 1}
-
-
-class ApiError(Exception):
-    def __init__(self, method: str, path: str, status: int, body: str) -> None:
-        super().__init__(f"{method} {path}: HTTP {status}: {body[:1000]}")
-        self.status = status
-        self.body = body
-
-
-class Api:
-    """Label Studio's REST API with the admin token; the unit tests replace `request`."""
-
-    def __init__(self, url: str, token: str, ca_path: str | None = None, validate_certs: bool = True) -> None:
-        self.url = url.rstrip("/")
-        self.token = token
-        self.tls = ssl.create_default_context(cafile=ca_path or None)
-        if not validate_certs:
-            self.tls.check_hostname = False
-            self.tls.verify_mode = ssl.CERT_NONE
-
-    def request(self, method: str, path: str, body: Json = None) -> tuple[int, str]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)  # noqa: S310 - the stack's URL
-        req.add_header("Authorization", f"Token {self.token}")
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=300, context=self.tls) as resp:  # noqa: S310
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def call(self, method: str, path: str, body: Json = None) -> Json:
-        status, text = self.request(method, path, body)
-        if status >= 400:
-            raise ApiError(method, path, status, text)
-        return json.loads(text) if text else None
-
-    def projects(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            batch = self.call("GET", f"/api/projects?page={page}&page_size=100")
-            results = batch["results"] if isinstance(batch, dict) else batch
-            found.extend(results)
-            if not isinstance(batch, dict) or not batch.get("next"):
-                return found
-            page += 1
 
 
 def _normal(spec: dict[str, Any]) -> dict[str, Any]:
@@ -218,10 +164,8 @@ class Project:
         state["ml_backends"] = sorted(
             self.backend_names.get(b["url"].rstrip("/"), b["url"].rstrip("/")) for b in backends
         )
-        state["_backends"] = backends
         hooks = self.api.call("GET", f"/api/webhooks/?project={pid}")
         ml_hooks = self.ml_hook_urls() | {f"{b['url'].rstrip('/')}/webhook" for b in backends}
-        state["_ml_hooks"] = [h for h in hooks if h["url"] in ml_hooks]
         state["webhooks"] = sorted(
             (
                 {
@@ -292,44 +236,6 @@ class Project:
         status, text = self.api.request("POST", path, {"label_config": label_config})
         if status >= 400:
             raise ApiError("POST", path, status, text)
-
-    def connect_backend(self, pid: int, name: str, existing: list[dict[str, Any]]) -> None:
-        url = self.backend_urls[name]
-        if not any(b["url"].rstrip("/") == url for b in existing):
-            self.api.call(
-                "POST",
-                "/api/ml",
-                {
-                    "project": pid,
-                    "url": url,
-                    "title": BACKEND_TITLE,
-                    "auth_method": "BASIC_AUTH",
-                    "basic_auth_user": self.user,
-                    "basic_auth_pass": self.password,
-                    "is_interactive": False,
-                    "auto_update": True,
-                },
-            )
-
-    def ml_hook(self, pid: int, hooks: list[dict[str, Any]], url: str) -> bool:
-        """Label Studio registers <backend>/webhook without credentials: this one carries the basic auth."""
-        auth = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-        wanted = {
-            "project": pid,
-            "url": f"{url}/webhook",
-            "send_payload": True,
-            "send_for_all_actions": True,
-            "headers": {"Authorization": f"Basic {auth}"},
-            "is_active": True,
-        }
-        found = next((h for h in hooks if h["url"] == wanted["url"]), None)
-        if found is None:
-            self.api.call("POST", "/api/webhooks/", wanted)
-            return True
-        diff = {k: v for k, v in wanted.items() if k != "project" and found.get(k) != v}
-        if diff:
-            self.api.call("PATCH", f"/api/webhooks/{found['id']}/", diff)
-        return bool(diff)
 
     def hook_body(self, pid: int, hook: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -409,15 +315,11 @@ class Project:
             if storage["sync"] and self.sync(existing[storage["path"]]["id"], pid):
                 result["changed"] = True
                 result.setdefault("synced", []).append(storage["path"])
-        backends = (current or {}).get("_backends", [])
-        for name in todo["backends"]:
-            self.connect_backend(pid, name, backends)
-        if wanted["ml_backends"]:
-            hooks = self.api.call("GET", f"/api/webhooks/?project={pid}")
-            for name in wanted["ml_backends"]:
-                result["changed"] |= self.ml_hook(pid, hooks, self.backend_urls[name])
-            if ml_settings:
-                self.api.call("PATCH", f"/api/projects/{pid}", ml_settings)
+        for name in wanted["ml_backends"]:
+            url = self.backend_urls[name]
+            result["changed"] |= connect_ml_backend(self.api, pid, url, self.user, self.password, adjust=False)[1]
+        if ml_settings:
+            self.api.call("PATCH", f"/api/projects/{pid}", ml_settings)
         cur_hooks = {w["url"]: w for w in (current or {}).get("webhooks", [])}
         for hook in todo["webhooks"]:
             if hook["url"] in cur_hooks:
