@@ -220,6 +220,7 @@ def _db_names(deployment: Deployment, query: str) -> list[str]:
     return out.stdout.split() if out.rc == 0 else []
 
 
+@pytest.mark.recovery
 def test_killed_pg_restore_leaves_the_live_database_unchanged(
     deployment: Deployment, api: Api, backup: tuple[PlaybookRun, Snapshot], marker_project: int
 ) -> None:
@@ -251,6 +252,7 @@ def test_killed_pg_restore_leaves_the_live_database_unchanged(
     assert snapshot(api, deployment) == before
 
 
+@pytest.mark.recovery
 def test_encrypted_backup_restores_with_the_key_and_is_unreadable_without(
     deployment: Deployment, api: Api, backup: tuple[PlaybookRun, Snapshot], marker_project: int
 ) -> None:
