@@ -126,12 +126,16 @@ def test_data_of_the_old_version_is_intact(
     upgrade: PlaybookRun, old_stack: Deployment, upgrade_api: Api, old_data: Snapshot
 ) -> None:
     assert upgrade.returncode == 0
-    after = snapshot(upgrade_api, old_stack)
-    assert after.projects == old_data.projects
-    assert after.tasks == old_data.tasks
-    assert after.annotations == old_data.annotations
-    assert after.predictions == old_data.predictions
-    assert uploads(after) == uploads(old_data)
+    assert_same_data(snapshot(upgrade_api, old_stack), old_data)
+
+
+def assert_same_data(after: Snapshot, before: Snapshot) -> None:
+    """Projects, tasks, annotations, predictions and uploaded files as they were (uploads must exist)."""
+    assert after.projects == before.projects
+    assert after.tasks == before.tasks
+    assert after.annotations == before.annotations
+    assert after.predictions == before.predictions
+    assert uploads(after) == uploads(before)
     assert uploads(after), "no uploaded file to compare"
 
 
@@ -168,9 +172,4 @@ def test_rollback_to_the_pre_upgrade_backup_gives_back_the_old_version_with_its_
     assert running_version(upgrade_api) == PREVIOUS
     recorded = old_stack.host.file(f"{old_stack.install_dir}/.label-studio-version").content_string.strip()
     assert recorded == PREVIOUS
-    after = snapshot(upgrade_api, old_stack)
-    assert after.projects == old_data.projects
-    assert after.tasks == old_data.tasks
-    assert after.annotations == old_data.annotations
-    assert after.predictions == old_data.predictions
-    assert uploads(after) == uploads(old_data)
+    assert_same_data(snapshot(upgrade_api, old_stack), old_data)
