@@ -88,8 +88,11 @@ def test_db_host_in_pull_mode_keeps_the_pg_hba_fence(db: testinfra.host.Host) ->
 
 def test_wrong_variable_type_on_the_db_host_fails_naming_it(db: testinfra.host.Host) -> None:
     before = db.check_output("docker inspect --format '{{.Id}}' %s", db_container(db))
-    run = run_playbook("site.yml", INVENTORY, "--limit", "db", "-e", '{"labelstack_db_allowed_clients": "10.213.7.10"}')
+    # A string would be turned into a one-item list; a mapping is refused by the db-host entry point's spec.
+    extra_vars = '{"labelstack_db_allowed_clients": {"net": "10.213.7.10"}}'
+    run = run_playbook("site.yml", INVENTORY, "--limit", "db", "-e", extra_vars)
     assert run.returncode != 0
+    assert "Validation of arguments failed" in run.output, run.output[-3000:]
     assert "labelstack_db_allowed_clients" in run.output, run.output[-3000:]
     assert db.check_output("docker inspect --format '{{.Id}}' %s", db_container(db)) == before
 

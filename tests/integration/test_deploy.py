@@ -72,6 +72,18 @@ def test_no_secret_in_deploy_output(deployment: Deployment, rerun: tuple) -> Non
         assert secret not in rerun[0].output, "a secret was printed by ansible-playbook"
 
 
+def test_deploy_prints_the_ml_backend_urls_a_user_types(deployment: Deployment, rerun: tuple) -> None:
+    """The URLs for Settings > Model are those of credentials.env, so a user can copy them from the deploy's output."""
+    urls = [entry.split("=", 1)[1] for entry in deployment.credentials["ML_BACKENDS"].split()]
+    assert urls, "credentials.env lists no ML backend"
+    output = rerun[0].output
+    start = output.find("ML backends for Settings > Model")
+    assert start >= 0, f"the deploy's summary names no ML backend:\n{output[-2000:]}"
+    summary = output[start : start + 200 + 100 * len(urls)]
+    for url in urls:
+        assert url in summary, f"the deploy's summary does not name {url}: {summary!r}"
+
+
 @pytest.mark.parametrize(
     ("extra_vars", "named"),
     [
@@ -116,6 +128,7 @@ def test_wrong_variable_type_on_an_operation_fails_naming_it(
     run = run_playbook(playbook, deployment.inventory, "-e", extra_vars)
     assert run.returncode != 0, f"{playbook} accepted {extra_vars}"
     assert named in run.output, f"the error does not name {named}:\n{run.output[-2000:]}"
+    assert "Validation of arguments failed" in run.output, f"the entry point's spec did not run:\n{run.output[-2000:]}"
     assert _containers(deployment) == before, f"a refused {playbook} touched the containers"
     assert _backups(deployment) == backups, f"a refused {playbook} touched the backups"
 

@@ -238,5 +238,24 @@ def test_unreadable_images_get_an_empty_prediction(
         assert reason in lines[-1], f"{name}: expected {reason!r} in {lines[-1]}"
 
 
+def test_an_uploaded_image_is_read_through_label_studio(
+    api: Api, image_project: Project, deployment: Deployment
+) -> None:
+    """An image uploaded in the import dialog lives under /data/upload/: the trained model reads it from there."""
+    label, content = make_images(1, seed=99)[0]
+    response = api.request(
+        "POST", f"/api/projects/{image_project.id}/import", files={"file": ("uploaded.png", content, "image/png")}
+    )
+    assert response.status_code == 201, response.text
+    task = next(t for t in api.all_tasks(image_project.id) if "uploaded" in str(t["data"].get("image")))
+    assert str(task["data"]["image"]).startswith("/data/upload/"), task["data"]
+    status, text = backend_post(
+        deployment, "/predict", json.dumps({"project": f"{image_project.id}.0", "tasks": [task]})
+    )
+    assert status == 200, text
+    [prediction] = json.loads(text)["results"]
+    assert label_of(prediction) == label, f"uploaded {label}, predicted {prediction}"
+
+
 def test_image_tasks_are_served_least_sure_first(api: Api, image_project: Project, ml_settings: dict[str, str]) -> None:
     check_lowest_score_first(api, ml_settings, image_project.id)

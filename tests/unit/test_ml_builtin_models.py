@@ -8,10 +8,12 @@ import io
 import time
 
 import pytest
+import requests_mock
 from PIL import Image
 
 from labelstack_ml import builtin, calls, labelconfig
 from labelstack_ml.image import ImageChoicesModel, ImageClassifier, ImageError, decode, features, studio_path
+from labelstack_ml.lsapi import LabelStudio, TooLargeError
 from labelstack_ml.model import TextClassifier
 from labelstack_ml.ner import EntityRecognizer, Span, bio_tags, spans_of, tokenize
 from ml.mllib import CONFIG as TOPIC_CONFIG
@@ -153,6 +155,21 @@ def test_unreadable_and_oversized_images_are_refused() -> None:
     with pytest.raises(ImageError, match="10000x5000 pixels, more than 25000000"):
         decode(png((10000, 5000)))
     assert decode(png((300, 200), "RGB")).size == (64, 64)
+
+
+def test_an_image_file_over_the_byte_limit_is_refused_while_streaming(requests_mock: requests_mock.Mocker) -> None:
+    studio = LabelStudio("http://app:8080", "backend-token")
+    body = b"x" * 300_000
+    requests_mock.get("http://app:8080/data/upload/3/declared.png", content=body, headers={"Content-Length": "300000"})
+    with pytest.raises(TooLargeError, match="300000 bytes, more than 100000"):
+        studio.read_file("/data/upload/3/declared.png", 100_000)
+    # Without a Content-Length (chunked), the read stops one chunk past the limit.
+    requests_mock.get("http://app:8080/data/upload/3/chunked.png", body=io.BytesIO(body))
+    with pytest.raises(TooLargeError, match="more than 100000 bytes"):
+        studio.read_file("/data/upload/3/chunked.png", 100_000)
+    requests_mock.get("http://app:8080/data/upload/3/chunked.png", body=io.BytesIO(body))  # the first was read
+    assert studio.read_file("/data/upload/3/chunked.png", 300_000) == body
+    assert requests_mock.last_request.headers["Authorization"] == "Token backend-token"
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,21 @@ def test_drift_names_an_entry_point_without_spec_and_a_spec_without_entry_point(
     ]
 
 
+def test_playbooks_name_entry_points_by_their_spec() -> None:
+    assert check_argument_specs.unchecked_includes(REPO / "ansible", REPO / "ansible" / "roles") == []
+
+
+def test_a_tasks_from_with_the_file_suffix_is_named(tmp_path: Path) -> None:
+    role = _role(tmp_path, "demo_a: 1\n", "      demo_a: {description: A, type: int}\n")
+    (tmp_path / "site.yml").write_text(
+        "- hosts: all\n  tasks:\n    - ansible.builtin.include_role: {name: demo, tasks_from: main.yml}\n"
+        "    - ansible.builtin.include_role: {name: demo, tasks_from: main}\n"
+    )
+    assert check_argument_specs.unchecked_includes(tmp_path, role.parent) == [
+        "site.yml: tasks_from 'main.yml' of role demo names no spec"
+    ]
+
+
 def test_recap_parsing() -> None:
     output = (
         "TASK [x : Do a thing] ***\nchanged: [h1]\n\nPLAY RECAP ***\n"
