@@ -35,7 +35,10 @@ def inventory_file(deployment: Deployment) -> Path:
 
 
 def edited_inventory(
-    deployment: Deployment, folder: Path, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    deployment: Deployment,
+    folder: Path,
+    edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    **group_vars: object,
 ) -> Path:
     """A copy of the inventory's folder (its label config and task files too) with its projects edited."""
     source = inventory_file(deployment)
@@ -43,6 +46,7 @@ def edited_inventory(
     data = yaml.safe_load(source.read_text())
     group = data["all"]["children"]["labelstack"]["vars"]
     group["labelstack_projects"] = edit(group["labelstack_projects"])
+    group.update(group_vars)
     (folder / source.name).write_text(yaml.safe_dump(data, sort_keys=False, width=200))
     return folder / source.name
 
@@ -161,12 +165,17 @@ def edits(deployment: Deployment, api: Api, tmp_path_factory: pytest.TempPathFac
     run = uuid.uuid4().hex[:8]
     photos = {f"shoe-{run}.jpg": b"\xff\xd8\xff", f"bag-{run}.png": b"\x89PNG", f"notes-{run}.txt": b"x"}
     write_files(deployment, {PHOTO_FOLDER: photos})
+    by_hand = api.call("POST", "/api/projects", {"title": f"clicked together {run}"})
     check = make("check", inventory, ONLY_PROJECTS)
     after_check = {title: project(api, title) for title in (TEXT, PHOTOS, ENTITIES)}
     hooks_after_check = api.call("GET", f"/api/webhooks/?project={after_check[ENTITIES]['id']}")
     photo_names_after_check = photo_names(api, after_check[PHOTOS]["id"])
     deploy = make("deploy", inventory, ONLY_PROJECTS)
+    by_hand_after = [p for p in api.all_projects() if p["id"] == by_hand["id"]]
+    api.call("DELETE", f"/api/projects/{by_hand['id']}")
     return {
+        "by_hand": by_hand["title"],
+        "by_hand_after": by_hand_after,
         "check": check,
         "after_check": after_check,
         "photo_names_after_check": photo_names_after_check,
@@ -186,6 +195,13 @@ def test_check_shows_exactly_the_edits(edits: dict[str, Any]) -> None:
     assert diff_lines(check.stdout) == ["+- ANNOTATION_UPDATED", '+<Choice value="Neutral"/>'], check.stdout[-6000:]
     changed = re.findall(r"^changed: \[[^]]+\] => \(item=(.*)\)$", check.stdout, re.M)
     assert sorted(changed) == sorted([TEXT, ENTITIES]), check.stdout[-6000:]
+
+
+def test_check_lists_a_project_made_by_hand_and_the_deploy_leaves_it(edits: dict[str, Any]) -> None:
+    listed = re.search(r"unmanaged projects \(not in labelstack_projects, left alone\): (.*)", edits["check"].stdout)
+    assert listed, f"make check listed no unmanaged projects:\n{edits['check'].stdout[-4000:]}"
+    assert edits["by_hand"] in listed.group(1), listed.group(0)
+    assert edits["by_hand_after"], f"the deploy deleted {edits['by_hand']!r}, a project it does not manage"
 
 
 def test_check_changes_nothing(edits: dict[str, Any]) -> None:
@@ -259,3 +275,35 @@ def test_export_fed_back_reproduces_the_projects(refused_and_copied: dict[str, A
         original, copy = exported[title], dict(copies[COPY + title], title=title)
         for key in sorted(set(original) | set(copy)):
             assert copy.get(key) == original.get(key), f"{title}: {key} differs in the copy"
+
+
+def backups(deployment: Deployment) -> set[str]:
+    return set(deployment.host.check_output("ls -A %s 2>/dev/null || true", deployment.backup_dir).split())
+
+
+def test_state_absent_needs_the_confirmation_and_backs_up_first(
+    api: Api, deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    declared(deployment)
+    doomed = api.call("POST", "/api/projects", {"title": f"doomed {uuid.uuid4().hex[:8]}"})
+    folder = tmp_path_factory.mktemp("absent")
+
+    def only_absent(_: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"title": doomed["title"], "state": "absent"}]
+
+    try:
+        before = backups(deployment)
+        refused = make("projects", edited_inventory(deployment, folder / "refused", only_absent))
+        assert refused.returncode != 0, "a project was marked absent without the confirmation"
+        assert "labelstack_projects_confirm_absent" in refused.stdout, refused.stdout[-3000:]
+        assert [p for p in api.all_projects() if p["id"] == doomed["id"]], "the refused run deleted the project"
+        assert backups(deployment) == before, "the refused run made a backup"
+        confirmed = edited_inventory(
+            deployment, folder / "confirmed", only_absent, labelstack_projects_confirm_absent=True
+        )
+        deleted = make("projects", confirmed)
+        assert deleted.returncode == 0, deleted.stdout[-4000:] + deleted.stderr[-2000:]
+        assert not [p for p in api.all_projects() if p["id"] == doomed["id"]], "the confirmed run kept the project"
+        assert backups(deployment) - before, "the project was deleted without a backup first"
+    finally:
+        api.call("DELETE", f"/api/projects/{doomed['id']}", ok=(204, 404))

@@ -68,6 +68,9 @@ def login(url: str, host: str, email: str, password: str, verify: bool = True) -
     # Django checks the Referer of an HTTPS form post against the host the browser saw.
     scheme = urllib.parse.urlsplit(url).scheme
     headers["Referer"] = f"{scheme}://{host}/user/login/"
+    if scheme == "http":
+        # Behind the TLS proxy the cookie is Secure, which the jar keeps off plain HTTP (straight to uWSGI).
+        headers["Cookie"] = f"csrftoken={csrf}"
     try:
         request = urllib.request.Request(page, data=form, headers=headers)  # noqa: S310 - scheme checked above
         with opener.open(request, timeout=30) as response:
@@ -161,10 +164,21 @@ def slow_body(url: str, host: str, path: str, interval: float, seconds: float, v
 
 
 def main(argv: list[str]) -> None:
-    """`login URL HOST` or `huge-body URL HOST PATH SIZE SECONDS`, verification off (see _ssl_context)."""
+    """`login URL HOST`, `bad-logins URL HOST COUNT SECONDS` or `huge-body URL HOST PATH SIZE SECONDS`, verification
+    off (see _ssl_context).
+    """
     name, url, host, *rest = argv
+    email = os.environ["LABEL_STUDIO_USERNAME"]
     if name == "login":
-        print(login(url, host, os.environ["LABEL_STUDIO_USERNAME"], os.environ["LABEL_STUDIO_PASSWORD"], verify=False))
+        print(login(url, host, email, os.environ["LABEL_STUDIO_PASSWORD"], verify=False))
+    elif name == "bad-logins":
+        deadline = time.monotonic() + float(rest[1])
+        statuses = []
+        for number in range(int(rest[0])):
+            if time.monotonic() > deadline:
+                break
+            statuses.append(login(url, host, email, f"wrong-password-{number}", verify=False))
+        print(" ".join(map(str, statuses)))
     elif name == "huge-body":
         status, sent = huge_body(url, host, rest[0], int(rest[1]), float(rest[2]), verify=False)
         print(status, sent)

@@ -58,6 +58,15 @@ def test_bad_logins_are_refused_by_the_tenth_and_another_client_still_logs_in(
     assert status == "302", f"the admin's login from another client (the app container) got {status}"
 
 
+def test_bad_logins_straight_to_the_app_are_refused_by_the_tenth(deployment: Deployment, in_stack: InStack) -> None:
+    """The app's own lock, for a stack run without the proxy: uWSGI attacked from inside the app container."""
+    host = host_header(deployment)
+    answer = in_stack.run("bad-logins", "http://127.0.0.1:8000", host, str(ATTEMPTS), str(ATTEMPTS_SECONDS))
+    assert_refused_by_tenth([int(status) for status in answer.split()], "bad logins straight to uWSGI", 200)
+    email = deployment.credentials["LABEL_STUDIO_USERNAME"]
+    assert login(deployment.url, host, email, deployment.password) == 302, "the admin, from another client, was locked"
+
+
 def test_the_proxy_limits_logins_itself(deployment: Deployment) -> None:
     """nginx answers part of a burst itself, before the app spends a password hash on it."""
     if not deployment.proxy_enabled:
