@@ -55,8 +55,9 @@ CHROMIUM_FLAGS = (
 STEP_TIMEOUT = 30.0  # seconds for a page, a dialog or a saved annotation to show on a busy machine
 POLL_INTERVAL = 0.25
 # With the proxy on, a page may use nothing else: http: or ws: would be mixed content (blocked or leaking).
-# chrome: is Chromium's own pages (the new tab a session starts with), never the network.
-SECURE_SCHEMES = frozenset({"https", "wss", "data", "blob", "chrome"})
+# chrome: and chrome-untrusted: are Chromium's own pages (the new tab a session starts with, and the frames in
+# it), never the network.
+SECURE_SCHEMES = frozenset({"https", "wss", "data", "blob", "chrome", "chrome-untrusted"})
 # Console errors a healthy stack shows all the same; each is a regex on the message, and why it is allowed.
 ALLOWED_CONSOLE_ERRORS = {
     r"/heidi-tips - Failed to load resource: the server responded with a status of 404": (
