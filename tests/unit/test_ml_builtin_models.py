@@ -8,10 +8,11 @@ import io
 import time
 
 import pytest
+import requests
 import requests_mock
 from PIL import Image
 
-from labelstack_ml import builtin, calls, labelconfig
+from labelstack_ml import builtin, calls, labelconfig, lsapi
 from labelstack_ml.image import ImageChoicesModel, ImageClassifier, ImageError, decode, features, studio_path
 from labelstack_ml.lsapi import LabelStudio, TooLargeError
 from labelstack_ml.model import TextClassifier
@@ -170,6 +171,26 @@ def test_an_image_file_over_the_byte_limit_is_refused_while_streaming(requests_m
     requests_mock.get("http://app:8080/data/upload/3/chunked.png", body=io.BytesIO(body))  # the first was read
     assert studio.read_file("/data/upload/3/chunked.png", 300_000) == body
     assert requests_mock.last_request.headers["Authorization"] == "Token backend-token"
+
+
+def test_a_server_error_is_tried_again_and_a_client_error_is_not(
+    requests_mock: requests_mock.Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lsapi, "RETRY_WAIT", 0.0)
+    studio = LabelStudio("http://app:8080", "backend-token")
+    imports = "http://app:8080/api/projects/7/import/predictions"
+    # A deadlock PostgreSQL broke by failing this import: Label Studio rolled it back and answered 500.
+    requests_mock.post(imports, [{"status_code": 500, "json": {"detail": "deadlock detected"}}, {"status_code": 201}])
+    studio.import_predictions(7, [{"task": 1, "result": []}])
+    assert requests_mock.call_count == 2
+    requests_mock.post(imports, status_code=500)
+    with pytest.raises(requests.HTTPError, match="500"):
+        studio.import_predictions(7, [{"task": 1, "result": []}])
+    assert requests_mock.call_count == 2 + lsapi.ATTEMPTS
+    requests_mock.patch("http://app:8080/api/projects/7", status_code=400)
+    with pytest.raises(requests.HTTPError, match="400"):
+        studio.set_model_version(7, "v1")
+    assert requests_mock.call_count == 3 + lsapi.ATTEMPTS
 
 
 @pytest.mark.parametrize(

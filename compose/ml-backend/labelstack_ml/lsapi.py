@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import requests
 
 from .base import Json
+
+log = logging.getLogger("labelstack_ml")
 
 # Runs wait in the background: an export, import or delete of 5,000 predictions took minutes on a loaded host.
 TIMEOUT = 900
 # A file (an image to classify) is read while Label Studio waits for /predict: fail fast instead.
 FILE_TIMEOUT = 30
+# PostgreSQL breaks a deadlock between a run's prediction import and annotators' saves by failing one of them,
+# which Label Studio answers with a 500 and a rolled-back transaction. Seen on the test stack: without a retry the
+# run is lost and the project waits for the next annotation. Each call is tried this often, the waits doubling.
+ATTEMPTS = 3
+RETRY_WAIT = 1.0
 
 
 class TooLargeError(ValueError):
@@ -23,7 +33,22 @@ class LabelStudio:
         self.session.headers["Authorization"] = f"Token {token}"
 
     def call(self, method: str, path: str, body: Json = None, **params: str) -> Json:
-        response = self.session.request(method, f"{self.url}{path}", params=params, json=body, timeout=TIMEOUT)
+        """One API call, tried again after a server error (5xx), which Label Studio answers with its transaction
+        rolled back; a client error (4xx) is final at once.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            response = self.session.request(method, f"{self.url}{path}", params=params, json=body, timeout=TIMEOUT)
+            if response.status_code < 500 or attempt == ATTEMPTS:
+                break
+            log.warning(
+                "%s %s answered %s (attempt %d of %d): trying again",
+                method,
+                path,
+                response.status_code,
+                attempt,
+                ATTEMPTS,
+            )
+            time.sleep(RETRY_WAIT * 2 ** (attempt - 1))
         response.raise_for_status()
         return response.json() if response.content else None
 
