@@ -79,12 +79,13 @@ bench: venv ## Benchmark the stack of INVENTORY (this machine) against the quick
 bench-backup: venv ## Time backup and restore of a 20k-task project on TEST_INVENTORY (replaces its data)
 	$(BIN)/python scripts/bench-backup.py --inventory $(TEST_INVENTORY)
 
-lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec drift check
+lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec drift check, promtool on the alert rules
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/check-argument-specs.py
+	scripts/check-alert-rules.sh
 
 unit: venv ## Unit tests (no stack needed)
 	$(BIN)/pytest tests/unit --junitxml=$(REPORTS)/unit.xml
