@@ -138,3 +138,20 @@ def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
         base = re.sub(r"_(bucket|count|sum)$", "", name)
         short = base.removeprefix("labelstack_ml_")
         assert base in written or f'"{short}"' in written, f"{name} is read by rules.yml but written nowhere"
+
+
+def test_every_monitoring_service_is_hardened_checked_and_published_on_loopback_only() -> None:
+    services = yaml.safe_load((REPO / "compose" / "monitoring.yml").read_text())["services"]
+    added = {name: service for name, service in services.items() if name != "app"}  # app: only what monitoring adds
+    assert set(added) == {"app-exporter", "prometheus", "alertmanager", "node-exporter", "postgres-exporter",
+                          "blackbox-exporter"}  # fmt: skip
+    for name, service in added.items():
+        assert service["extends"] == {"file": "common.yml", "service": "hardened"}, name
+        assert service["read_only"] is True, name
+        assert service["healthcheck"]["test"], name
+        assert not str(service["user"]).startswith("0"), name
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        for volume in service.get("volumes", []):
+            # Data in host folders or in-memory volumes: nothing `down -v` could destroy.
+            assert volume.startswith(("${", "/:/host:ro", "app-metrics:")), f"{name}: {volume}"

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 from django.db import connection
@@ -58,11 +59,17 @@ class Counters:
         partial.replace(self.path)
 
 
+@cache
+def process_counters(directory: str, pid: int) -> Counters:
+    """One Counters per process (Django may build the middleware more than once; uWSGI forks with lazy-apps)."""
+    return Counters(Path(directory))
+
+
 class RequestMetricsMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
         directory = os.environ.get("LABELSTACK_METRICS_DIR", "")
-        self.counters = Counters(Path(directory)) if directory else None
+        self.counters = process_counters(directory, os.getpid()) if directory else None
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path == READY_PATH:
