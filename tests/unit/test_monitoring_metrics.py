@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 from flask.testing import FlaskClient
 
@@ -155,3 +158,20 @@ def test_every_monitoring_service_is_hardened_checked_and_published_on_loopback_
         for volume in service.get("volumes", []):
             # Data in host folders or in-memory volumes: nothing `down -v` could destroy.
             assert volume.startswith(("${", "/:/host:ro", "app-metrics:")), f"{name}: {volume}"
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool missing (scripts/check-alert-rules.sh installs it)"
+)
+def test_every_dashboard_query_parses(tmp_path: Path) -> None:
+    """The Grafana dashboard's queries as recording rules, so that promtool parses each one."""
+    panels = json.loads((REPO / "compose" / "monitoring" / "grafana" / "labelstack-dashboard.json").read_text())[
+        "panels"
+    ]
+    exprs = [target["expr"] for panel in panels for target in panel["targets"]]
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs)]}]}  # fmt: skip
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+    check = subprocess.run(["promtool", "check", "rules", tmp_path / "dashboard.yml"], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
