@@ -126,6 +126,26 @@ def test_every_target_is_up_and_every_probe_succeeds(
         assert prometheus(f"query?query={metric}")["result"], f"Prometheus has no {metric}"
 
 
+def test_prometheus_is_behind_the_proxy_with_basic_auth(deployment: Deployment) -> None:
+    url = deployment.credentials["LABELSTACK_MONITORING_PROXY_URL"]
+    assert url, "the test inventory runs the proxy: Prometheus should be behind it"
+    verify = deployment.ca_bundle or True
+    anonymous = requests.get(f"{url}/api/v1/status/buildinfo", verify=verify, timeout=10)
+    assert anonymous.status_code == 401
+    login = (
+        deployment.credentials["LABELSTACK_MONITORING_USER"],
+        deployment.credentials["LABELSTACK_MONITORING_PASSWORD"],
+    )
+    wrong = requests.get(f"{url}/api/v1/status/buildinfo", verify=verify, timeout=10, auth=(login[0], "wrong"))
+    assert wrong.status_code == 401
+    answer = requests.get(f"{url}/api/v1/status/buildinfo", verify=verify, timeout=10, auth=login)
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["status"] == "success"
+    page = requests.get(f"{url}/graph", verify=verify, timeout=10, auth=login)
+    assert page.status_code == 200
+    assert "Prometheus" in page.text
+
+
 def test_stopping_the_database_fires_and_starting_it_resolves(
     deployment: Deployment, receiver: Receiver, record_property: Callable[[str, object], None]
 ) -> None:
