@@ -176,3 +176,23 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     check = subprocess.run(["promtool", "check", "rules", tmp_path / "dashboard.yml"], capture_output=True, text=True,
                            check=False)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_app_exporter_leaves_the_old_network_namespace_only_after_seeing_uwsgi(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unreachable stats from the start (the app migrating) are waited for; lost ones end the process."""
+    answers = iter([None, None, None, STATS, None, None, None])
+    monkeypatch.setattr(app_exporter, "read_stats", lambda: next(answers))
+    clock = iter(range(0, 1000, 30))
+    monkeypatch.setattr(app_exporter.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(app_exporter.time, "sleep", lambda _: None)
+
+    class Exited(Exception):
+        pass
+
+    def leave(code: int) -> None:
+        raise Exited(code)
+
+    monkeypatch.setattr(app_exporter.os, "_exit", leave)
+    with pytest.raises(Exited):
+        app_exporter.watch_stats(interval=10, patience=60)
+    assert list(answers) == []  # three misses before the stats were seen did not count; 60 s of misses after did

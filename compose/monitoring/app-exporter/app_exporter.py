@@ -12,12 +12,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import threading
+import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 STATS_ADDRESS = ("127.0.0.1", 1717)
+# Seconds between two looks at uWSGI's stats, and how long they may stay unreachable (the app restarting) before
+# this process exits to join the app's new network namespace.
+WATCH_INTERVAL = 10.0
+WATCH_PATIENCE = 60.0
 LISTEN = ("0.0.0.0", 9117)  # noqa: S104 - the app's namespace: its stack networks, never a host port
 
 
@@ -139,5 +146,29 @@ class Handler(BaseHTTPRequestHandler):
         """Scrapes are not logged: one line every 15 s says nothing."""
 
 
+def watch_stats(interval: float = WATCH_INTERVAL, patience: float = WATCH_PATIENCE) -> None:
+    """Exit once uWSGI's stats, seen before, stay unreachable for `patience` seconds; the restart policy starts us
+    again.
+
+    This container lives in the app's network namespace, and a restarted app container gets a new one: the old
+    namespace stays with us, empty. Starting again joins the app's current one. Before the stats were ever seen
+    (the app still migrating on its first start) there is nothing to rejoin: waiting is right.
+    """
+    seen = False
+    missing_since: float | None = None
+    while True:
+        if read_stats() is not None:
+            seen, missing_since = True, None
+        elif not seen:
+            pass
+        elif missing_since is None:
+            missing_since = time.monotonic()
+        elif time.monotonic() - missing_since >= patience:
+            print(f"uWSGI's stats unreachable for {patience:.0f}s: exiting to rejoin the app", file=sys.stderr)
+            os._exit(1)
+        time.sleep(interval)
+
+
 if __name__ == "__main__":
+    threading.Thread(target=watch_stats, daemon=True).start()
     ThreadingHTTPServer(LISTEN, Handler).serve_forever()
