@@ -6,6 +6,7 @@ them, and a failed training run fires MLTrainingFailing. Times are recorded as t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -144,6 +145,12 @@ def test_prometheus_is_behind_the_proxy_with_basic_auth(deployment: Deployment) 
     page = requests.get(f"{url}/graph", verify=verify, timeout=10, auth=login)
     assert page.status_code == 200
     assert "Prometheus" in page.text
+    # Every script the Graph page loads is in the image (the Dockerfile trims Debian's JavaScript packages).
+    scripts = re.findall(r'<script src="([^"?]+)', page.text)
+    assert scripts
+    for script in scripts:
+        asset = requests.get(f"{url.removesuffix('/prometheus')}{script}", verify=verify, timeout=10, auth=login)
+        assert asset.status_code == 200, f"{script}: {asset.status_code}"
 
 
 def test_stopping_the_database_fires_and_starting_it_resolves(
