@@ -90,13 +90,9 @@ STATS = {
 
 def test_app_exporter_sums_workers_and_never_passes_request_variables_on(tmp_path: Path) -> None:
     text = app_exporter.render(STATS, tmp_path)
+    expected = {"up": 1, "threads": 3, "threads_busy": 2, "listen_queue": 2, "requests_total": 15, "harakiri_total": 2}
     found = samples(text)
-    assert found["labelstack_uwsgi_up"] == 1
-    assert found["labelstack_uwsgi_threads"] == 3
-    assert found["labelstack_uwsgi_threads_busy"] == 2
-    assert found["labelstack_uwsgi_listen_queue"] == 2
-    assert found["labelstack_uwsgi_requests_total"] == 15
-    assert found["labelstack_uwsgi_harakiri_total"] == 2
+    assert {name: found[f"labelstack_uwsgi_{name}"] for name in expected} == expected
     assert "secret" not in text
 
 
@@ -114,12 +110,12 @@ def test_app_exporter_sums_the_processes_request_files(tmp_path: Path) -> None:
     )
     (tmp_path / "13.json.1.partial").write_text("{half")  # a file being written is not read
     found = samples(app_exporter.render(None, tmp_path))
-    assert found['labelstack_http_requests_total{code="2xx"}'] == 11
-    assert found['labelstack_http_requests_total{code="5xx"}'] == 2
-    assert found['labelstack_http_requests_total{code="4xx"}'] == 0
-    assert found['labelstack_http_request_duration_seconds_bucket{le="0.1"}'] == 6
-    assert found['labelstack_http_request_duration_seconds_bucket{le="1.0"}'] == 11
-    assert found['labelstack_http_request_duration_seconds_bucket{le="+Inf"}'] == 13
+    codes = {code: found[f'labelstack_http_requests_total{{code="{code}"}}'] for code in ("2xx", "4xx", "5xx")}
+    assert codes == {"2xx": 11, "4xx": 0, "5xx": 2}
+    buckets = {
+        le: found[f'labelstack_http_request_duration_seconds_bucket{{le="{le}"}}'] for le in ("0.1", "1.0", "+Inf")
+    }
+    assert buckets == {"0.1": 6, "1.0": 11, "+Inf": 13}
     assert found["labelstack_http_request_duration_seconds_sum"] == 5.5
 
 
