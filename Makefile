@@ -22,7 +22,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv browser deploy bundle test-hosts test-upgrade test-recovery check down destroy backup restore export projects projects-export bench bench-backup lint unit smoke test lock clean
+.PHONY: help venv browser deploy bundle test-hosts test-upgrade test-recovery test-monitoring check down destroy backup restore export projects projects-export bench bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,12 +79,13 @@ bench: venv ## Benchmark the stack of INVENTORY (this machine) against the quick
 bench-backup: venv ## Time backup and restore of a 20k-task project on TEST_INVENTORY (replaces its data)
 	$(BIN)/python scripts/bench-backup.py --inventory $(TEST_INVENTORY)
 
-lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec drift check
+lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec drift check, promtool on the alert rules
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/check-argument-specs.py
+	scripts/check-alert-rules.sh
 
 unit: venv ## Unit tests (no stack needed)
 	$(BIN)/pytest tests/unit --junitxml=$(REPORTS)/unit.xml
@@ -103,6 +104,10 @@ test-recovery: venv ## The slow restore paths (killed pg_restore, encrypted back
 
 test-upgrade: venv ## Upgrade a third stack (inventory/test-upgrade) from Label Studio 1.22.0; ~10 min, so not in `test`
 	$(BIN)/pytest tests/integration/test_upgrade.py --junitxml=$(REPORTS)/upgrade.xml
+
+test-monitoring: venv ## Deploy a monitored stack (inventory/test-monitoring), make alerts fire and resolve, remove it; ~15 min
+	trap '$(PLAYBOOK) -i inventory/test-monitoring ansible/destroy.yml -e "{\"labelstack_destroy_data\": true}"' EXIT; \
+	$(BIN)/pytest tests/monitoring --inventory inventory/test-monitoring --deploy --junitxml=$(REPORTS)/monitoring.xml
 
 test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a bundle), test them, smoke them, remove them
 	trap 'scripts/testhosts.sh down' EXIT; \

@@ -29,7 +29,14 @@ def setup_project(client: FlaskClient, project: int = 7) -> str:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/"), ("POST", "/setup"), ("POST", "/predict"), ("POST", "/train"), ("GET", "/versions")],
+    [
+        ("GET", "/"),
+        ("POST", "/setup"),
+        ("POST", "/predict"),
+        ("POST", "/train"),
+        ("GET", "/versions"),
+        ("GET", "/metrics"),
+    ],
 )
 @pytest.mark.parametrize("auth", ["", "wrong"])
 def test_routes_need_basic_auth(backend: Backend, method: str, path: str, auth: str) -> None:

@@ -87,7 +87,7 @@ def test_env_file_parsing() -> None:
     assert parse_env_file("# c\nA=1\nB='x y'\n\nC=a=b\n") == {"A": "1", "B": "x y", "C": "a=b"}
 
 
-@pytest.mark.parametrize("script", ["make-base-image.sh", "bootstrap-venv.sh"])
+@pytest.mark.parametrize("script", ["make-base-image.sh", "bootstrap-venv.sh", "check-alert-rules.sh"])
 def test_scripts_have_help_and_refuse_unknown_flags(script: str) -> None:
     path = REPO / "scripts" / script
     assert subprocess.run([path, "--help"], capture_output=True, check=False).returncode == 0

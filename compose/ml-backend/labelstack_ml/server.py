@@ -2,7 +2,7 @@
 
 Routes, as Label Studio 1.23.2 calls them: GET /health and / (status), POST /setup (answers the model version),
 POST /predict, POST /train ("Start Training": every annotated task in the body), POST /webhook (events),
-GET /versions. All but /health and /webhook need basic auth.
+GET /versions, and GET /metrics (Prometheus' text format: metrics.py). All but /health and /webhook need basic auth.
 
 Trust: Label Studio creates the /webhook hook itself without credentials, so a webhook event is only a hint.
 It schedules a run for a project the backend was set up for (an authenticated /setup, /predict or /train
@@ -25,6 +25,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from werkzeug.exceptions import HTTPException
 from . import calls
 from .base import Json, KeyValueStore, LabelStudioMLBase
 from .lsapi import LabelStudio
+from .metrics import Metrics
 from .model import Trained  # noqa: F401 - model files saved before 2026-12 pickled it as labelstack_ml.server.Trained
 from .trainer import Trainer
 
@@ -162,8 +164,19 @@ def create_app(settings: Settings) -> Flask:
     LabelStudioMLBase.model_dir = settings.data_dir
     projects = Projects(settings.model_class, LabelStudioMLBase.store)
     studio = LabelStudio(settings.ls_url, settings.ls_token)
+    metrics = Metrics()
 
     def train(project: int, event: str) -> None:
+        """One run, measured: the trainer logs a failure, the metrics count it."""
+        start = time.monotonic()
+        try:
+            run(project, event)
+        except Exception:
+            metrics.training(project, time.monotonic() - start, ok=False)
+            raise
+        metrics.training(project, time.monotonic() - start, ok=True)
+
+    def run(project: int, event: str) -> None:
         info = studio.project(project)
         tasks = studio.tasks(project)
         model = projects.model(project, info["label_config"])
@@ -237,6 +250,13 @@ def create_app(settings: Settings) -> Flask:
     def health() -> Response:
         return jsonify({"status": "UP", "model_class": settings.model_class.__name__, "training": trainer.busy()})
 
+    @app.get("/metrics")
+    def metrics_text() -> Response:
+        with projects.lock:
+            versions = {project: model.model_version for project, model in projects.instances.items()}
+        text = metrics.render(len(trainer.busy()), versions)
+        return Response(text, 200, {"Content-Type": "text/plain; version=0.0.4"})
+
     @app.post("/setup")
     def setup() -> Response:
         body = json_object()
@@ -265,7 +285,10 @@ def create_app(settings: Settings) -> Flask:
         params = field(body, "params", dict, "an object", default={})
         model = known_model(project, body.get("label_config"))
         remember_version(model)
-        return jsonify({"results": calls.predict(model, tasks, **params)})
+        start = time.monotonic()
+        results = calls.predict(model, tasks, **params)
+        metrics.predicted(time.monotonic() - start)
+        return jsonify({"results": results})
 
     @app.post("/train")
     def start_training() -> tuple[Response, int]:
