@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from labelstack_testlib import REPO, Deployment, host_setting, parse_env_file, run_playbook
+from labelstack_testlib import REPO, Deployment, host_setting, parse_env_file, run_playbook, wait_for
 
 from .conftest import INVENTORY, Provisioned
 
@@ -35,6 +35,11 @@ def db_container(db: testinfra.host.Host) -> str:
     return f"{host_setting(db, 'labelstack_project_name')}-db-1"
 
 
+def firewall_container(db: testinfra.host.Host) -> str:
+    """The db host's firewall keeper: the compose service `firewall` of its stack."""
+    return f"{host_setting(db, 'labelstack_project_name')}-firewall-1"
+
+
 def db_image(host: testinfra.host.Host) -> str:
     return host.check_output("docker image ls labelstack/postgres --format '{{.Repository}}:{{.Tag}}'").split()[0]
 
@@ -53,11 +58,15 @@ def test_docker_installed_and_answering(request: pytest.FixtureRequest, name: st
     assert host.run("docker version --format '{{.Server.Version}}'").rc == 0
 
 
-def test_db_host_runs_only_postgresql(db: testinfra.host.Host) -> None:
+def test_db_host_runs_only_postgresql_and_its_firewall_keeper(db: testinfra.host.Host) -> None:
     container = db_container(db)
-    assert compose_services(db) == [container]
-    health = db.check_output("docker inspect --format '{{.State.Health.Status}}' %s", container)
-    assert health == "healthy"
+    assert compose_services(db) == [container, firewall_container(db)]
+    for name in compose_services(db):
+        assert db.check_output("docker inspect --format '{{.State.Health.Status}}' %s", name) == "healthy", name
+    # The keeper changes the host's firewall and nothing else: the host's network, one capability.
+    keeper = json.loads(db.check_output("docker inspect --format '{{json .HostConfig}}' %s", firewall_container(db)))
+    assert (keeper["NetworkMode"], keeper["CapAdd"], keeper["CapDrop"]) == ("host", ["NET_ADMIN"], ["ALL"]), keeper
+    assert (keeper["ReadonlyRootfs"], keeper["RestartPolicy"]["Name"]) == (True, "unless-stopped"), keeper
     # The compose service of the bundled database, with the same hardening and its own client rules.
     config = json.loads(db.check_output("docker inspect --format '{{json .HostConfig}}' %s", container))
     assert config["CapDrop"] == ["ALL"], config
@@ -157,18 +166,37 @@ def test_database_password_generated_on_the_controller_and_never_printed(
     assert REPO not in CONTROLLER_SECRET.parents
 
 
-def test_postgresql_refuses_other_sources_without_the_firewall(db: testinfra.host.Host) -> None:
-    """A reboot loses the DOCKER-USER rules (unless persisted): pg_hba.conf must still refuse other sources.
+def firewall_rules(db: testinfra.host.Host) -> list[str]:
+    return [line for line in db.check_output("iptables -S DOCKER-USER").splitlines() if "labelstack" in line]
 
-    The rules are removed, a peer with the right password is refused by PostgreSQL itself, and a deploy of the
-    db host puts the rules back.
-    """
+
+def rules_only_for(db: testinfra.host.Host, *clients: str) -> list[str] | None:
+    """The stack's rules when they are exactly: one RETURN per client, then the DROP; None otherwise."""
+    rules = firewall_rules(db)
+    wanted = [f"-s {client}/32 -o {db_bridge(db)} " for client in clients]
+    returns = [line for line in rules if "-j RETURN" in line]
+    in_order = bool(rules) and "-j DROP" in rules[-1] and len(rules) == len(clients) + 1
+    matched = sorted(any(w in line for line in returns) for w in wanted) == [True] * len(wanted)
+    return rules if in_order and matched else None
+
+
+def delete_firewall_rules(db: testinfra.host.Host) -> None:
     db.check_output(
         "iptables -S DOCKER-USER | grep -- '--comment \"labelstack' | sed 's/^-A/-D/'"
         ' | while read -r rule; do eval iptables "$rule"; done'
     )
+
+
+def test_postgresql_refuses_other_sources_without_the_firewall(db: testinfra.host.Host) -> None:
+    """The firewall keeper stopped and its rules gone: pg_hba.conf must still refuse other sources.
+
+    A peer with the right password is refused by PostgreSQL itself; the keeper, started again, puts the rules
+    back without a deploy.
+    """
+    db.check_output("docker stop %s", firewall_container(db))
+    delete_firewall_rules(db)
     try:
-        assert "labelstack" not in db.check_output("iptables -S DOCKER-USER")
+        assert firewall_rules(db) == []
         out = from_third_container(
             TEST_NETWORK,
             f"psql -h {DB_ADDRESS} -U labelstudio -d labelstudio -Atc 'select 1'; echo psql=$?",
@@ -177,19 +205,43 @@ def test_postgresql_refuses_other_sources_without_the_firewall(db: testinfra.hos
         assert "psql=0" not in out, out
         assert "no pg_hba.conf entry for host" in out, out
     finally:
-        # A client allowed before (the rule an earlier labelstack_db_allowed_clients left): the deploy removes it.
-        db.check_output(
-            "iptables -I DOCKER-USER -s %s/32 -o %s -p tcp -m tcp --dport 5432 "
-            "-m comment --comment 'labelstack PostgreSQL from an app host' -j RETURN",
-            STALE_CLIENT,
-            db_bridge(db),
-        )
-        run = run_playbook("site.yml", INVENTORY, "--limit", "db")
+        db.check_output("docker start %s", firewall_container(db))
+    wait_for(lambda: rules_only_for(db, APP_ADDRESS), 30, "the restarted keeper did not put the rules back")
+
+
+def test_firewall_rules_come_back_after_a_reboot(db: testinfra.host.Host) -> None:
+    """A reboot empties the kernel's rules, and no deploy runs: Docker starts the keeper, which restores them.
+
+    The db host has no init system: the test stops dockerd (its containers with it), flushes every iptables
+    table as a boot would, and starts dockerd the way the host's boot would.
+    """
+    keeper = firewall_container(db)
+    started = db.check_output("docker inspect --format '{{.State.StartedAt}}' %s", keeper)
+    db.check_output("pkill -TERM -x dockerd")
+    wait_for(lambda: db.run("pgrep -x dockerd").rc != 0, 60, "dockerd did not stop")
+    db.check_output("iptables -F && iptables -X && iptables -t nat -F && iptables -t nat -X")
+    assert db.run("iptables -S DOCKER-USER").rc != 0, "the flush left Docker's chain behind"
+    # As the docker_engine role starts it on a host without systemd (its log: docker_engine_direct_log).
+    db.check_output("setsid nohup /usr/sbin/dockerd >>/var/log/dockerd.log 2>&1 </dev/null &")
+    wait_for(lambda: db.run("docker version").rc == 0, 60, "dockerd did not come back")
+    wait_for(lambda: rules_only_for(db, APP_ADDRESS), 90, "no rules again after dockerd restarted")
+    assert db.check_output("docker inspect --format '{{.State.StartedAt}}' %s", keeper) != started
+    wait_for(
+        lambda: db.check_output("docker inspect --format '{{.State.Health.Status}}' %s", db_container(db)) == "healthy",
+        90,
+        "PostgreSQL did not come back healthy after the reboot",
+    )
+
+
+def test_allowed_clients_change_leaves_exactly_the_new_rules(db: testinfra.host.Host) -> None:
+    """Two real deploys of the db host: one allowing one more client, then the inventory's list again."""
+    extra = json.dumps({"labelstack_db_allowed_clients": [APP_ADDRESS, STALE_CLIENT]})
+    run = run_playbook("site.yml", INVENTORY, "--limit", "db", "-e", extra)
     assert run.returncode == 0, run.output[-3000:]
-    rules = [line for line in db.check_output("iptables -S DOCKER-USER").splitlines() if "labelstack" in line]
-    assert len(rules) == 2, rules
-    assert [line for line in rules if "-j RETURN" in line and f"-s {APP_ADDRESS}/32" in line], rules
-    assert not [line for line in rules if STALE_CLIENT in line], f"a client no longer allowed kept its rule: {rules}"
+    assert rules_only_for(db, APP_ADDRESS, STALE_CLIENT), firewall_rules(db)
+    run = run_playbook("site.yml", INVENTORY, "--limit", "db")
+    assert run.returncode == 0, run.output[-3000:]
+    assert rules_only_for(db, APP_ADDRESS), f"a client no longer allowed kept its rule: {firewall_rules(db)}"
 
 
 def db_bridge(db: testinfra.host.Host) -> str:
@@ -257,5 +309,5 @@ def test_down_stops_both_hosts_and_a_deploy_brings_them_back(
     assert db.file(f"{host_setting(db, 'labelstack_data_dir')}/postgres/PG_VERSION").exists
     run = run_playbook("site.yml", INVENTORY)
     assert run.returncode == 0, run.output[-3000:]
-    assert compose_services(db) == [db_container(db)]
+    assert compose_services(db) == [db_container(db), firewall_container(db)]
     assert compose_services(app) == [app_deployment.container(service) for service in ("app", "ml-backend", "proxy")]
