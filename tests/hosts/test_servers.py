@@ -297,6 +297,27 @@ def test_backup_covers_the_database_on_the_db_host(app_deployment: Deployment) -
     assert "TABLE public task " in tables, tables[:2000]
 
 
+def test_restore_puts_the_db_hosts_database_back_and_restarts_the_app(app_deployment: Deployment) -> None:
+    """`make restore` with the database on another host: its data comes back, the app and the backend run again."""
+    api = app_deployment.api()
+    before = sorted(project["id"] for project in api.call("GET", "/api/projects?page_size=1000")["results"])
+    run = run_playbook("backup.yml", INVENTORY)
+    assert run.returncode == 0, run.output[-3000:]
+    name = app_deployment.host.check_output(
+        f"ls {app_deployment.backup_dir} | grep -E '^[0-9]{{8}}T[0-9]{{6}}Z$' | sort | tail -1"
+    )
+    later = api.call("POST", "/api/projects", {"title": "made after the backup"})["id"]
+    run = run_playbook("restore.yml", INVENTORY, "-e", json.dumps({"labelstack_restore_backup": name}))
+    assert run.returncode == 0, run.output[-6000:]
+    services = [app_deployment.container(service) for service in ("app", "ml-backend", "proxy")]
+    assert compose_services(app_deployment.host) == services
+    for container in services:
+        health = app_deployment.host.check_output("docker inspect --format '{{.State.Health.Status}}' %s", container)
+        assert health == "healthy", container
+    after = sorted(project["id"] for project in api.call("GET", "/api/projects?page_size=1000")["results"])
+    assert after == before, f"project {later} was made after the backup"
+
+
 def test_down_stops_both_hosts_and_a_deploy_brings_them_back(
     app_deployment: Deployment, db: testinfra.host.Host
 ) -> None:
