@@ -109,6 +109,10 @@ def test_restore_to_a_time_undoes_a_deleted_project(
     record_property: Callable[[str, object], None],
 ) -> None:
     pid, tasks, labels = project
+    # A file backup before T: the restore verifies it and takes the files missing from the disk from it.
+    backup = run_playbook("backup.yml", deployment.inventory)
+    assert backup.returncode == 0, backup.output[-3000:]
+    file_backup = max(name for name in backup_folders(deployment) if name[:1].isdigit())
     writer = Writer(api, pid, tasks, labels)
     thread = threading.Thread(target=writer.run, daemon=True)
     thread.start()
@@ -140,6 +144,7 @@ def test_restore_to_a_time_undoes_a_deleted_project(
     run = restore_to(deployment, utc_text(moment))
     took = time.monotonic() - started
     assert run.returncode == 0, run.output[-6000:]
+    assert f"from file backup {file_backup}" in " ".join(run.output.split()), run.output[-6000:]
     wait_all_healthy(deployment, "the restore to a time")
 
     assert api.get(f"/api/projects/{pid}").status_code == 200, "the deleted project is not back"
