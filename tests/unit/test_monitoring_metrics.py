@@ -119,6 +119,42 @@ def test_app_exporter_sums_the_processes_request_files(tmp_path: Path) -> None:
     assert found["labelstack_http_request_duration_seconds_sum"] == 5.5
 
 
+def docker_state(folder: Path, name: str, project: str, **state: object) -> None:
+    """A container's state file as Docker writes it (the fields container-exporter reads, plus a secret)."""
+    labels = {"com.docker.compose.project": project, "com.docker.compose.service": name.split("-")[1]}
+    if state.pop("oneoff", False):
+        labels["com.docker.compose.oneoff"] = "True"
+    folder.mkdir()
+    (folder / "config.v2.json").write_text(json.dumps({
+        "Name": f"/{name}", "RestartCount": state.pop("restarts", 0), "State": state,
+        "Config": {"Labels": labels, "Env": ["DB_PASSWORD=secret"]}}))  # fmt: skip
+
+
+def test_container_exporter_reports_the_projects_containers_only(tmp_path: Path) -> None:
+    docker_state(tmp_path / "a", "s-app-1", "s", Running=True, Health={"Status": "unhealthy", "FailingStreak": 3})
+    docker_state(tmp_path / "b", "s-db-1", "s", Running=False, Restarting=True, restarts=4)
+    docker_state(tmp_path / "c", "s-dbclient-1", "s", Running=False, oneoff=True)
+    docker_state(tmp_path / "d", "other-app-1", "other", Running=True, Health={"Status": "healthy"})
+    (tmp_path / "e").mkdir()  # a container being created: no state file yet
+    text = "\n".join(app_exporter.container_lines(app_exporter.read_containers(tmp_path, "s")))
+    found = samples(text)
+    app, db = 'container="s-app-1",service="app"', 'container="s-db-1",service="db"'
+    assert {key: value for key, value in found.items() if "health" in key} == {
+        f'labelstack_container_health{{{app},status="{status}"}}': float(status == "unhealthy")
+        for status in ("starting", "healthy", "unhealthy")
+    }
+    assert found[f"labelstack_container_restarts_total{{{db}}}"] == 4
+    assert found[f"labelstack_container_running{{{app}}}"] == 1
+    assert found[f"labelstack_container_restarting{{{db}}}"] == 1
+    assert found["labelstack_containers_up"] == 1
+    assert [word for word in ("other", "dbclient", "secret") if word in text] == []
+
+
+def test_container_exporter_without_dockers_folder_says_so(tmp_path: Path) -> None:
+    found = samples("\n".join(app_exporter.container_lines(app_exporter.read_containers(tmp_path / "none", "s"))))
+    assert found == {"labelstack_containers_up": 0}
+
+
 def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
     """Every labelstack_* metric an alert rule reads is one the ML backend or app-exporter writes."""
     groups = yaml.safe_load((REPO / "compose" / "monitoring" / "prometheus" / "rules.yml").read_text())["groups"]
@@ -143,13 +179,17 @@ def test_every_monitoring_service_is_hardened_checked_and_published_on_loopback_
     services = yaml.safe_load((REPO / "compose" / "monitoring.yml").read_text())["services"]
     # app and proxy are docker-compose.yml's; this file only adds to them.
     added = {name: service for name, service in services.items() if name not in ("app", "proxy")}
-    assert set(added) == {"app-exporter", "prometheus", "alertmanager", "node-exporter", "postgres-exporter",
-                          "blackbox-exporter"}  # fmt: skip
+    assert set(added) == {"app-exporter", "container-exporter", "prometheus", "alertmanager", "node-exporter",
+                          "postgres-exporter", "blackbox-exporter"}  # fmt: skip
     for name, service in added.items():
         assert service["extends"] == {"file": "common.yml", "service": "hardened"}, name
         assert service["read_only"] is True, name
         assert service["healthcheck"]["test"], name
-        assert not str(service["user"]).startswith("0"), name
+        # Root (without capabilities: common.yml) only to read Docker's 0600 state files, mounted read-only.
+        if name == "container-exporter":
+            assert service["volumes"][-1] == "${LABELSTACK_DOCKER_ROOT:?}/containers:/docker-containers:ro"
+        else:
+            assert not str(service["user"]).startswith("0"), name
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
         for volume in service.get("volumes", []):

@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
-"""Label Studio's uWSGI and request metrics in Prometheus' text format, on :9117/metrics.
+"""Label Studio's uWSGI and request metrics in Prometheus' text format, on :9117/metrics; with the argument
+`containers`, the stack's containers' health and restarts on :9118/metrics instead.
 
 Runs in the app's network namespace (compose/monitoring.yml) with the app's image: it reads uWSGI's stats
 server on 127.0.0.1:1717 (workers and their threads busy or idle, the listen queue, requests, exceptions and
 harakiri kills) and sums the per-process request counters the app writes to LABELSTACK_METRICS_DIR
 (labelstack_request_metrics.py). Only numbers leave: the stats' request variables (cookies, headers) are dropped.
+
+`containers` (the container-exporter service) reads Docker's own state file of each container of the compose
+project LABELSTACK_PROJECT (<Docker's root>/containers/<id>/config.v2.json, mounted read-only at
+LABELSTACK_CONTAINERS_DIR): health, restarts by the restart policy, running or restarting. Docker writes that file
+on every state change and every health check. It is read rather than asking Docker's API because the socket is
+all or nothing (a read-only mount of it still starts containers, i.e. is root on the host), and Debian has no
+cAdvisor (which would need it too and reports no health). The files hold each container's environment (its
+secrets): only the numbers above leave, as from uWSGI's stats.
 """
 
 from __future__ import annotations
@@ -15,17 +24,19 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 STATS_ADDRESS = ("127.0.0.1", 1717)
+HEALTH_STATES = ("starting", "healthy", "unhealthy")
 # Seconds between two looks at uWSGI's stats, and how long they may stay unreachable (the app restarting) before
 # this process exits to join the app's new network namespace.
 WATCH_INTERVAL = 10.0
 WATCH_PATIENCE = 60.0
-LISTEN = ("0.0.0.0", 9117)  # noqa: S104 - the app's namespace: its stack networks, never a host port
+# The app's namespace, or container-exporter's own: the stack's networks, never a host port.
+LISTEN = {"app": ("0.0.0.0", 9117), "containers": ("0.0.0.0", 9118)}  # noqa: S104
 
 
 def read_stats(address: tuple[str, int] = STATS_ADDRESS, timeout: float = 3.0) -> dict[str, Any] | None:
@@ -128,14 +139,79 @@ def render(stats: dict[str, Any] | None, directory: Path) -> str:
     return "\n".join(uwsgi_lines(stats) + request_lines(read_snapshots(directory))) + "\n"
 
 
+def read_containers(directory: Path, project: str) -> list[dict[str, Any]] | None:
+    """Docker's state of every container of the compose project (one-off `compose run` ones left out), or None
+    when the folder cannot be read."""
+    try:
+        folders = sorted(directory.iterdir())  # unlike glob(), raises when the folder is not readable
+    except OSError:
+        return None
+    containers = []
+    for folder in folders:
+        try:
+            state = json.loads((folder / "config.v2.json").read_text())
+        except (OSError, ValueError):
+            continue  # removed, or replaced while being read: the next scrape has it
+        labels = (state.get("Config") or {}).get("Labels") or {}
+        if labels.get("com.docker.compose.project") == project and labels.get("com.docker.compose.oneoff") != "True":
+            containers.append(state)
+    return containers
+
+
+def container_lines(containers: list[dict[str, Any]] | None) -> list[str]:
+    """Health (a state set per container that has a healthcheck), restarts and running state of each container."""
+    if containers is None:
+        return ["# TYPE labelstack_containers_up gauge", "labelstack_containers_up 0"]
+    health, restarts, running, restarting = [], [], [], []
+    for container in sorted(containers, key=lambda c: str(c.get("Name"))):
+        service = container["Config"]["Labels"].get("com.docker.compose.service", "")
+        labels = f'container="{str(container.get("Name", "")).lstrip("/")}",service="{service}"'
+        state = container.get("State") or {}
+        status = (state.get("Health") or {}).get("Status")
+        if status in HEALTH_STATES:
+            health += [
+                f'labelstack_container_health{{{labels},status="{s}"}} {int(s == status)}' for s in HEALTH_STATES
+            ]
+        restarts.append(f"labelstack_container_restarts_total{{{labels}}} {int(container.get('RestartCount', 0))}")
+        running.append(f"labelstack_container_running{{{labels}}} {int(bool(state.get('Running')))}")
+        restarting.append(f"labelstack_container_restarting{{{labels}}} {int(bool(state.get('Restarting')))}")
+    return [
+        "# TYPE labelstack_containers_up gauge",
+        "labelstack_containers_up 1",
+        "# HELP labelstack_container_health Docker's health status of the container (1 for the current one).",
+        "# TYPE labelstack_container_health gauge",
+        *health,
+        "# HELP labelstack_container_restarts_total Restarts by the restart policy (Docker resets it on a new start).",
+        "# TYPE labelstack_container_restarts_total counter",
+        *restarts,
+        "# TYPE labelstack_container_running gauge",
+        *running,
+        "# HELP labelstack_container_restarting Docker is waiting to restart the container after it exited.",
+        "# TYPE labelstack_container_restarting gauge",
+        *restarting,
+    ]
+
+
+def render_app() -> str:
+    return render(read_stats(), Path(os.environ.get("LABELSTACK_METRICS_DIR", "/run/labelstack-metrics")))
+
+
+def render_containers() -> str:
+    directory = Path(os.environ.get("LABELSTACK_CONTAINERS_DIR", "/docker-containers"))
+    return "\n".join(container_lines(read_containers(directory, os.environ["LABELSTACK_PROJECT"]))) + "\n"
+
+
+RENDERERS: dict[str, Callable[[], str]] = {"app": render_app, "containers": render_containers}
+
+
 class Handler(BaseHTTPRequestHandler):
-    metrics_dir = Path(os.environ.get("LABELSTACK_METRICS_DIR", "/run/labelstack-metrics"))
+    render_metrics: Callable[[], str] = staticmethod(render_app)
 
     def do_GET(self) -> None:
         if self.path.split("?")[0] != "/metrics":
             self.send_error(404)
             return
-        body = render(read_stats(), self.metrics_dir).encode()
+        body = self.render_metrics().encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(body)))
@@ -170,5 +246,10 @@ def watch_stats(interval: float = WATCH_INTERVAL, patience: float = WATCH_PATIEN
 
 
 if __name__ == "__main__":
-    threading.Thread(target=watch_stats, daemon=True).start()
-    ThreadingHTTPServer(LISTEN, Handler).serve_forever()
+    mode = sys.argv[1] if len(sys.argv) > 1 else "app"
+    if mode not in RENDERERS:
+        sys.exit(f"usage: app_exporter.py [{'|'.join(RENDERERS)}]")
+    Handler.render_metrics = staticmethod(RENDERERS[mode])
+    if mode == "app":
+        threading.Thread(target=watch_stats, daemon=True).start()
+    ThreadingHTTPServer(LISTEN[mode], Handler).serve_forever()
