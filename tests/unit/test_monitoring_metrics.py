@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import shutil
+import socket
+import socketserver
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,40 +123,98 @@ def test_app_exporter_sums_the_processes_request_files(tmp_path: Path) -> None:
     assert found["labelstack_http_request_duration_seconds_sum"] == 5.5
 
 
-def docker_state(folder: Path, name: str, project: str, **state: object) -> None:
-    """A container's state file as Docker writes it (the fields container-exporter reads, plus a secret)."""
+def inspected(name: str, project: str, restarts: int = 0, **state: object) -> dict:
+    """A container as Docker's API inspects it (the fields container-exporter reads, plus a secret)."""
     labels = {"com.docker.compose.project": project, "com.docker.compose.service": name.split("-")[1]}
-    if state.pop("oneoff", False):
-        labels["com.docker.compose.oneoff"] = "True"
-    folder.mkdir()
-    (folder / "config.v2.json").write_text(json.dumps({
-        "Name": f"/{name}", "RestartCount": state.pop("restarts", 0), "State": state,
-        "Config": {"Labels": labels, "Env": ["DB_PASSWORD=secret"]}}))  # fmt: skip
+    return {"Id": name, "Name": f"/{name}", "RestartCount": restarts, "State": state,
+            "Config": {"Labels": labels, "Env": ["DB_PASSWORD=secret"]}}  # fmt: skip
 
 
-def test_container_exporter_reports_the_projects_containers_only(tmp_path: Path) -> None:
-    docker_state(tmp_path / "a", "s-app-1", "s", Running=True, Health={"Status": "unhealthy", "FailingStreak": 3})
-    docker_state(tmp_path / "b", "s-db-1", "s", Running=False, Restarting=True, restarts=4)
-    docker_state(tmp_path / "c", "s-dbclient-1", "s", Running=False, oneoff=True)
-    docker_state(tmp_path / "d", "other-app-1", "other", Running=True, Health={"Status": "healthy"})
-    (tmp_path / "e").mkdir()  # a container being created: no state file yet
-    text = "\n".join(app_exporter.container_lines(app_exporter.read_containers(tmp_path, "s")))
+def fake_docker(containers: list[dict], oneoff: tuple[str, ...] = ()) -> Callable[[str], object]:
+    """Docker's API for read_containers: the project's listing (one-off ones labelled so), then each inspection."""
+
+    def get(path: str) -> object:
+        if path.startswith("/containers/json?all=1&filters="):
+            labels = {"com.docker.compose.project": "s"}
+            return [{"Id": c["Id"], "Labels": {**labels, "com.docker.compose.oneoff": str(c["Id"] in oneoff)}}
+                    for c in containers]  # fmt: skip
+        found = [c for c in containers if path == f"/containers/{c['Id']}/json"]
+        if not found:
+            raise OSError("Docker answered 404")
+        return found[0]
+
+    return get
+
+
+def test_container_exporter_reports_health_and_restarts_and_nothing_else() -> None:
+    app = inspected("s-app-1", "s", Running=True, Health={"Status": "unhealthy", "FailingStreak": 3})
+    db = inspected("s-db-1", "s", restarts=4, Running=False, Restarting=True)
+    job = inspected("s-dbclient-1", "s", Running=False)
+    docker = fake_docker([app, db, job], oneoff=("s-dbclient-1",))
+    text = "\n".join(app_exporter.container_lines(app_exporter.read_containers("s", docker)))
     found = samples(text)
-    app, db = 'container="s-app-1",service="app"', 'container="s-db-1",service="db"'
+    app_labels, db_labels = 'container="s-app-1",service="app"', 'container="s-db-1",service="db"'
     assert {key: value for key, value in found.items() if "health" in key} == {
-        f'labelstack_container_health{{{app},status="{status}"}}': float(status == "unhealthy")
+        f'labelstack_container_health{{{app_labels},status="{status}"}}': float(status == "unhealthy")
         for status in ("starting", "healthy", "unhealthy")
     }
-    assert found[f"labelstack_container_restarts_total{{{db}}}"] == 4
-    assert found[f"labelstack_container_running{{{app}}}"] == 1
-    assert found[f"labelstack_container_restarting{{{db}}}"] == 1
+    assert found[f"labelstack_container_restarts_total{{{db_labels}}}"] == 4
+    assert found[f"labelstack_container_running{{{app_labels}}}"] == 1
+    assert found[f"labelstack_container_restarting{{{db_labels}}}"] == 1
     assert found["labelstack_containers_up"] == 1
-    assert [word for word in ("other", "dbclient", "secret") if word in text] == []
+    assert [word for word in ("dbclient", "secret") if word in text] == []
 
 
-def test_container_exporter_without_dockers_folder_says_so(tmp_path: Path) -> None:
-    found = samples("\n".join(app_exporter.container_lines(app_exporter.read_containers(tmp_path / "none", "s"))))
+def test_container_exporter_skips_a_container_removed_after_the_listing() -> None:
+    app = inspected("s-app-1", "s", Running=True)
+    listing = fake_docker([app, inspected("s-gone-1", "s")])
+    docker = fake_docker([app])
+    containers = app_exporter.read_containers("s", lambda path: (listing if "?" in path else docker)(path))
+    assert [c["Name"] for c in containers] == ["/s-app-1"]
+
+
+def test_container_exporter_without_docker_says_so(tmp_path: Path) -> None:
+    def unreachable(path: str) -> object:
+        return app_exporter.docker_get(path, socket_path=str(tmp_path / "none.sock"), timeout=1)
+
+    found = samples("\n".join(app_exporter.container_lines(app_exporter.read_containers("s", unreachable))))
     assert found == {"labelstack_containers_up": 0}
+
+
+def test_docker_get_speaks_http_over_a_unix_socket(tmp_path: Path) -> None:
+    """docker_get against a server on a Unix socket, as Docker's: GET only, its JSON back, other statuses raise."""
+    seen: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.command, self.path))
+            body = json.dumps([{"Id": "x"}]).encode() if self.path == "/containers/json" else b"{}"
+            self.send_response(200 if self.path == "/containers/json" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+            request, _ = super().get_request()
+            return request, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
+
+    path = str(tmp_path / "docker.sock")
+    server = UnixServer(path, Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert app_exporter.docker_get("/containers/json", socket_path=path) == [{"Id": "x"}]
+        with pytest.raises(OSError, match="404"):
+            app_exporter.docker_get("/containers/y/json", socket_path=path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("GET", "/containers/json"), ("GET", "/containers/y/json")]
 
 
 def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
@@ -185,16 +247,19 @@ def test_every_monitoring_service_is_hardened_checked_and_published_on_loopback_
         assert service["extends"] == {"file": "common.yml", "service": "hardened"}, name
         assert service["read_only"] is True, name
         assert service["healthcheck"]["test"], name
-        # Root (without capabilities: common.yml) only to read Docker's 0600 state files, mounted read-only.
-        if name == "container-exporter":
-            assert service["volumes"][-1] == "${LABELSTACK_DOCKER_ROOT:?}/containers:/docker-containers:ro"
-        else:
-            assert not str(service["user"]).startswith("0"), name
+        assert not str(service["user"]).startswith("0"), name
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
         for volume in service.get("volumes", []):
             # Data in host folders or in-memory volumes: nothing `down -v` could destroy.
-            assert volume.startswith(("${", "/:/host:ro", "app-metrics:")), f"{name}: {volume}"
+            assert volume.startswith(("${", "/:/host:ro", "app-metrics:", "/var/run/docker.sock:")), f"{name}: {volume}"
+    # Docker's socket (no read-only mode exists) goes to container-exporter alone, whose only network is internal.
+    assert [name for name, service in added.items() if "/var/run/docker.sock:/var/run/docker.sock" in
+            service.get("volumes", [])] == ["container-exporter"]  # fmt: skip
+    assert added["container-exporter"]["networks"] == ["container-metrics"]
+    assert yaml.safe_load((REPO / "compose" / "monitoring.yml").read_text())["networks"]["container-metrics"] == {
+        "internal": True
+    }
 
 
 @pytest.mark.skipif(

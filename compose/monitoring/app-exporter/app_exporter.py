@@ -7,29 +7,33 @@ server on 127.0.0.1:1717 (workers and their threads busy or idle, the listen que
 harakiri kills) and sums the per-process request counters the app writes to LABELSTACK_METRICS_DIR
 (labelstack_request_metrics.py). Only numbers leave: the stats' request variables (cookies, headers) are dropped.
 
-`containers` (the container-exporter service) reads Docker's own state file of each container of the compose
-project LABELSTACK_PROJECT (<Docker's root>/containers/<id>/config.v2.json, mounted read-only at
-LABELSTACK_CONTAINERS_DIR): health, restarts by the restart policy, running or restarting. Docker writes that file
-on every state change and every health check. It is read rather than asking Docker's API because the socket is
-all or nothing (a read-only mount of it still starts containers, i.e. is root on the host), and Debian has no
-cAdvisor (which would need it too and reports no health). The files hold each container's environment (its
-secrets): only the numbers above leave, as from uWSGI's stats.
+`containers` (the container-exporter service) asks Docker's API, over its Unix socket, for the containers of the
+compose project LABELSTACK_PROJECT: health, restarts by the restart policy, running or restarting. Only GET
+requests are made and only those numbers leave. Why the socket: Debian 12 has no cAdvisor (which reports no health
+either), and Docker's state files on disk are not it: since Docker 26 a health check's result is written there
+only at the container's next state change. The socket has no read-only mode (whoever holds it controls Docker), so
+compose/monitoring.yml gives it to this process alone, without root, on a network only Prometheus joins.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+Json = dict[str, Any] | list[Any]
+
 STATS_ADDRESS = ("127.0.0.1", 1717)
+DOCKER_SOCKET = "/var/run/docker.sock"
 HEALTH_STATES = ("starting", "healthy", "unhealthy")
 # Seconds between two looks at uWSGI's stats, and how long they may stay unreachable (the app restarting) before
 # this process exits to join the app's new network namespace.
@@ -139,22 +143,49 @@ def render(stats: dict[str, Any] | None, directory: Path) -> str:
     return "\n".join(uwsgi_lines(stats) + request_lines(read_snapshots(directory))) + "\n"
 
 
-def read_containers(directory: Path, project: str) -> list[dict[str, Any]] | None:
-    """Docker's state of every container of the compose project (one-off `compose run` ones left out), or None
-    when the folder cannot be read."""
+class DockerConnection(http.client.HTTPConnection):
+    """HTTP to Docker's API over its Unix socket."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def docker_get(path: str, socket_path: str = DOCKER_SOCKET, timeout: float = 5.0) -> Json:
+    """The JSON Docker's API answers to GET `path`; OSError when it does not answer 200."""
+    connection = DockerConnection(socket_path, timeout)
     try:
-        folders = sorted(directory.iterdir())  # unlike glob(), raises when the folder is not readable
-    except OSError:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise OSError(f"Docker answered {response.status} to GET {path}")
+    return json.loads(body)
+
+
+def read_containers(project: str, get: Callable[[str], Json] = docker_get) -> list[dict[str, Any]] | None:
+    """Docker's inspection of every container of the compose project (one-off `compose run` ones left out), or
+    None when Docker does not answer."""
+    label = json.dumps({"label": [f"com.docker.compose.project={project}"]})
+    try:
+        listed = get(f"/containers/json?all=1&filters={urllib.parse.quote(label)}")
+    except (OSError, ValueError):
         return None
     containers = []
-    for folder in folders:
+    for container in listed:
+        if (container.get("Labels") or {}).get("com.docker.compose.oneoff") == "True":
+            continue
         try:
-            state = json.loads((folder / "config.v2.json").read_text())
+            containers.append(get(f"/containers/{container['Id']}/json"))
         except (OSError, ValueError):
-            continue  # removed, or replaced while being read: the next scrape has it
-        labels = (state.get("Config") or {}).get("Labels") or {}
-        if labels.get("com.docker.compose.project") == project and labels.get("com.docker.compose.oneoff") != "True":
-            containers.append(state)
+            continue  # removed since it was listed
     return containers
 
 
@@ -197,8 +228,7 @@ def render_app() -> str:
 
 
 def render_containers() -> str:
-    directory = Path(os.environ.get("LABELSTACK_CONTAINERS_DIR", "/docker-containers"))
-    return "\n".join(container_lines(read_containers(directory, os.environ["LABELSTACK_PROJECT"]))) + "\n"
+    return "\n".join(container_lines(read_containers(os.environ["LABELSTACK_PROJECT"]))) + "\n"
 
 
 RENDERERS: dict[str, Callable[[], str]] = {"app": render_app, "containers": render_containers}
