@@ -237,6 +237,18 @@ def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
         assert base in written or f'"{short}"' in written, f"{name} is read by rules.yml but written nowhere"
 
 
+def test_every_alert_has_a_runbook_line_and_a_unit_test_that_fires_it() -> None:
+    prometheus = REPO / "compose" / "monitoring" / "prometheus"
+    groups = yaml.safe_load((prometheus / "rules.yml").read_text())["groups"]
+    alerts = {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
+    runbook = set(re.findall(r"^\| `(\w+)` \|", (REPO / "README.md").read_text(), re.MULTILINE))
+    cases = yaml.safe_load((prometheus / "rules.test.yml").read_text())["tests"]
+    fired = {check["alertname"] for case in cases for check in case["alert_rule_test"] if check["exp_alerts"]}
+    assert len(alerts) >= 17
+    assert sorted(alerts - runbook) == [], "alerts without a line in the README's alert table"
+    assert sorted(alerts - fired) == [], "alerts no case of rules.test.yml expects to fire"
+
+
 def test_every_monitoring_service_is_hardened_checked_and_published_on_loopback_only() -> None:
     services = yaml.safe_load((REPO / "compose" / "monitoring.yml").read_text())["services"]
     # app and proxy are docker-compose.yml's; this file only adds to them.
