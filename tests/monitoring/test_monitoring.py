@@ -254,7 +254,7 @@ def test_filling_a_small_filesystem_fires_the_disk_alert(
         free, size = (int(n) for n in host.check_output("stat -f -c '%%a %%b' %s", FILL_MOUNT).split())
         block = int(host.check_output("stat -f -c %%S %s", FILL_MOUNT))
         filled = time.time()
-        host.check_output("fallocate -l %s %s/fill && sync", (free - size // 50) * block, FILL_MOUNT)
+        host.check_output("fallocate -l %s %s/fill && sync", str((free - size // 50) * block), FILL_MOUNT)
         record_property(
             "FilesystemAlmostFull_fired_s",
             alert_arrives(
@@ -276,8 +276,9 @@ def test_filling_a_small_filesystem_fires_the_disk_alert(
         wait_all_healthy(deployment, f"restarting {node_exporter}")
 
 
-def main_pid(deployment: Deployment, container: str) -> int:
-    return int(deployment.host.check_output("docker inspect --format '{{.State.Pid}}' %s", container))
+def main_pid(deployment: Deployment, container: str) -> str:
+    """The host's pid of the container's main process (for a command line: testinfra quotes strings only)."""
+    return deployment.host.check_output("docker inspect --format '{{.State.Pid}}' %s", container).strip()
 
 
 def test_a_hung_container_fires_the_unhealthy_alert(
