@@ -216,12 +216,14 @@ def test_a_failed_training_run_fires_the_ml_alert(
     deployment: Deployment, receiver: Receiver, record_property: Callable[[str, object], None]
 ) -> None:
     # A run for a project Label Studio does not have: reading it fails, as a run fails when Label Studio is away.
+    # A new number each run: an alert still firing from an earlier run on the same stack is not sent again.
+    project = str(900000 + int(time.time()) % 100000)
     post = (
         "import base64, json, os, urllib.request\n"
         "auth = base64.b64encode(f\"{os.environ['BASIC_AUTH_USER']}:{os.environ['BASIC_AUTH_PASS']}\".encode())\n"
         'config = \'<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="A"/>'
         "</Choices></View>'\n"
-        "body = json.dumps({'project': '999999.1', 'label_config': config}).encode()\n"
+        f"body = json.dumps({{'project': '{project}.1', 'label_config': config}}).encode()\n"
         "request = urllib.request.Request('http://127.0.0.1:9090/train', body, {'Content-Type': 'application/json',"
         " 'Authorization': 'Basic ' + auth.decode()})\n"
         "print(urllib.request.urlopen(request, timeout=10).status)\n"
@@ -230,7 +232,7 @@ def test_a_failed_training_run_fires_the_ml_alert(
     out = subprocess.run(["docker", "exec", deployment.container("ml-backend"), "python3", "-c", post],
                          capture_output=True, text=True, check=False, timeout=60)  # fmt: skip
     assert out.stdout.strip() == "201", out.stderr
-    fired = alert_arrives(deployment, receiver, "firing", "MLTrainingFailing", forced, "a failed run")
+    fired = alert_arrives(deployment, receiver, "firing", "MLTrainingFailing", forced, "a failed run", project=project)
     record_property("MLTrainingFailing_fired_s", fired)
 
 
