@@ -279,8 +279,14 @@ def test_filling_a_small_filesystem_fires_the_disk_alert(
 
 
 def main_pid(deployment: Deployment, container: str) -> str:
-    """The host's pid of the container's main process (for a command line: testinfra quotes strings only)."""
-    return deployment.host.check_output("docker inspect --format '{{.State.Pid}}' %s", container).strip()
+    """The host's pid of the running container's main process (a string: testinfra quotes strings only).
+
+    Docker reports pid 0 while a container restarts, and `kill 0` would hit this test's own process group."""
+    pid = deployment.host.check_output("docker inspect --format '{{.State.Status}} {{.State.Pid}}' %s", container)
+    status, number = pid.split()
+    assert status == "running", f"{container} is {status}, not running"
+    assert int(number) > 1, f"Docker reports pid {number} for {container}"
+    return number
 
 
 def test_a_hung_container_fires_the_unhealthy_alert(
@@ -323,15 +329,16 @@ def test_a_container_killed_three_times_fires_the_restart_alert(
     record_property: Callable[[str, object], None],
 ) -> None:
     container = deployment.container(VICTIM)
-    count = "docker inspect --format '{{.RestartCount}} {{.State.Running}}' %s"
+    # Status, not State.Running: that stays true while Docker waits to restart it.
+    count = "docker inspect --format '{{.RestartCount}} {{.State.Status}}' %s"
     restarts = int(deployment.host.check_output(count, container).split()[0])
     started = time.time()
     for _ in range(3):
         # SIGKILL from the host is a crash to Docker (`docker kill` would be a stop): its restart policy restarts it.
         deployment.host.check_output("kill -KILL %s", main_pid(deployment, container))
         restarts += 1
-        wait_or_dump(deployment, lambda n=restarts: deployment.host.check_output(count, container) == f"{n} true", 60,
-                     f"Docker did not restart {container} after it was killed")  # fmt: skip
+        wait_or_dump(deployment, lambda n=restarts: deployment.host.check_output(count, container) == f"{n} running",
+                     60, f"Docker did not restart {container} after it was killed")  # fmt: skip
     metric = f'labelstack_container_restarts_total{{container="{container}"}}'
     wait_or_dump(deployment, lambda: value(prometheus, metric) == restarts, 60,
                  f"container-exporter does not report {restarts} restarts of {container}")  # fmt: skip

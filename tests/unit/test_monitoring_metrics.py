@@ -147,9 +147,10 @@ def fake_docker(containers: list[dict], oneoff: tuple[str, ...] = ()) -> Callabl
 
 
 def test_container_exporter_reports_health_and_restarts_and_nothing_else() -> None:
-    app = inspected("s-app-1", "s", Running=True, Health={"Status": "unhealthy", "FailingStreak": 3})
-    db = inspected("s-db-1", "s", restarts=4, Running=False, Restarting=True)
-    job = inspected("s-dbclient-1", "s", Running=False)
+    app = inspected("s-app-1", "s", Status="running", Health={"Status": "unhealthy", "FailingStreak": 3})
+    # Docker's state while it waits to restart a container: Running stays true.
+    db = inspected("s-db-1", "s", restarts=4, Status="restarting", Running=True, Restarting=True)
+    job = inspected("s-dbclient-1", "s", Status="exited")
     docker = fake_docker([app, db, job], oneoff=("s-dbclient-1",))
     text = "\n".join(app_exporter.container_lines(app_exporter.read_containers("s", docker)))
     found = samples(text)
@@ -160,13 +161,14 @@ def test_container_exporter_reports_health_and_restarts_and_nothing_else() -> No
     }
     assert found[f"labelstack_container_restarts_total{{{db_labels}}}"] == 4
     assert found[f"labelstack_container_running{{{app_labels}}}"] == 1
+    assert found[f"labelstack_container_running{{{db_labels}}}"] == 0
     assert found[f"labelstack_container_restarting{{{db_labels}}}"] == 1
     assert found["labelstack_containers_up"] == 1
     assert [word for word in ("dbclient", "secret") if word in text] == []
 
 
 def test_container_exporter_skips_a_container_removed_after_the_listing() -> None:
-    app = inspected("s-app-1", "s", Running=True)
+    app = inspected("s-app-1", "s", Status="running")
     listing = fake_docker([app, inspected("s-gone-1", "s")])
     docker = fake_docker([app])
     containers = app_exporter.read_containers("s", lambda path: (listing if "?" in path else docker)(path))

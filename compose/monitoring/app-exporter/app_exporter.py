@@ -204,8 +204,9 @@ def container_lines(containers: list[dict[str, Any]] | None) -> list[str]:
                 f'labelstack_container_health{{{labels},status="{s}"}} {int(s == status)}' for s in HEALTH_STATES
             ]
         restarts.append(f"labelstack_container_restarts_total{{{labels}}} {int(container.get('RestartCount', 0))}")
-        running.append(f"labelstack_container_running{{{labels}}} {int(bool(state.get('Running')))}")
-        restarting.append(f"labelstack_container_restarting{{{labels}}} {int(bool(state.get('Restarting')))}")
+        # Status, not Running: Docker keeps Running true while it waits to restart a container that exited.
+        running.append(f"labelstack_container_running{{{labels}}} {int(state.get('Status') == 'running')}")
+        restarting.append(f"labelstack_container_restarting{{{labels}}} {int(state.get('Status') == 'restarting')}")
     return [
         "# TYPE labelstack_containers_up gauge",
         "labelstack_containers_up 1",
