@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import re
 import shutil
+import socket
+import socketserver
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,6 +123,102 @@ def test_app_exporter_sums_the_processes_request_files(tmp_path: Path) -> None:
     assert found["labelstack_http_request_duration_seconds_sum"] == 5.5
 
 
+def inspected(name: str, project: str, restarts: int = 0, **state: object) -> dict:
+    """A container as Docker's API inspects it (the fields container-exporter reads, plus a secret)."""
+    labels = {"com.docker.compose.project": project, "com.docker.compose.service": name.split("-")[1]}
+    return {"Id": name, "Name": f"/{name}", "RestartCount": restarts, "State": state,
+            "Config": {"Labels": labels, "Env": ["DB_PASSWORD=secret"]}}  # fmt: skip
+
+
+def fake_docker(containers: list[dict], oneoff: tuple[str, ...] = ()) -> Callable[[str], object]:
+    """Docker's API for read_containers: the project's listing (one-off ones labelled so), then each inspection."""
+
+    def get(path: str) -> object:
+        if path.startswith("/containers/json?all=1&filters="):
+            labels = {"com.docker.compose.project": "s"}
+            return [{"Id": c["Id"], "Labels": {**labels, "com.docker.compose.oneoff": str(c["Id"] in oneoff)}}
+                    for c in containers]  # fmt: skip
+        found = [c for c in containers if path == f"/containers/{c['Id']}/json"]
+        if not found:
+            raise OSError("Docker answered 404")
+        return found[0]
+
+    return get
+
+
+def test_container_exporter_reports_health_and_restarts_and_nothing_else() -> None:
+    app = inspected("s-app-1", "s", Status="running", Health={"Status": "unhealthy", "FailingStreak": 3})
+    # Docker's state while it waits to restart a container: Running stays true.
+    db = inspected("s-db-1", "s", restarts=4, Status="restarting", Running=True, Restarting=True)
+    job = inspected("s-dbclient-1", "s", Status="exited")
+    docker = fake_docker([app, db, job], oneoff=("s-dbclient-1",))
+    text = "\n".join(app_exporter.container_lines(app_exporter.read_containers("s", docker)))
+    found = samples(text)
+    app_labels, db_labels = 'container="s-app-1",service="app"', 'container="s-db-1",service="db"'
+    assert {key: value for key, value in found.items() if "health" in key} == {
+        f'labelstack_container_health{{{app_labels},status="{status}"}}': float(status == "unhealthy")
+        for status in ("starting", "healthy", "unhealthy")
+    }
+    assert found[f"labelstack_container_restarts_total{{{db_labels}}}"] == 4
+    assert found[f"labelstack_container_running{{{app_labels}}}"] == 1
+    assert found[f"labelstack_container_running{{{db_labels}}}"] == 0
+    assert found[f"labelstack_container_restarting{{{db_labels}}}"] == 1
+    assert found["labelstack_containers_up"] == 1
+    assert [word for word in ("dbclient", "secret") if word in text] == []
+
+
+def test_container_exporter_skips_a_container_removed_after_the_listing() -> None:
+    app = inspected("s-app-1", "s", Status="running")
+    listing = fake_docker([app, inspected("s-gone-1", "s")])
+    docker = fake_docker([app])
+    containers = app_exporter.read_containers("s", lambda path: (listing if "?" in path else docker)(path))
+    assert [c["Name"] for c in containers] == ["/s-app-1"]
+
+
+def test_container_exporter_without_docker_says_so(tmp_path: Path) -> None:
+    def unreachable(path: str) -> object:
+        return app_exporter.docker_get(path, socket_path=str(tmp_path / "none.sock"), timeout=1)
+
+    found = samples("\n".join(app_exporter.container_lines(app_exporter.read_containers("s", unreachable))))
+    assert found == {"labelstack_containers_up": 0}
+
+
+def test_docker_get_speaks_http_over_a_unix_socket(tmp_path: Path) -> None:
+    """docker_get against a server on a Unix socket, as Docker's: GET only, its JSON back, other statuses raise."""
+    seen: list[tuple[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.command, self.path))
+            body = json.dumps([{"Id": "x"}]).encode() if self.path == "/containers/json" else b"{}"
+            self.send_response(200 if self.path == "/containers/json" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+            request, _ = super().get_request()
+            return request, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
+
+    path = str(tmp_path / "docker.sock")
+    server = UnixServer(path, Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert app_exporter.docker_get("/containers/json", socket_path=path) == [{"Id": "x"}]
+        with pytest.raises(OSError, match="404"):
+            app_exporter.docker_get("/containers/y/json", socket_path=path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("GET", "/containers/json"), ("GET", "/containers/y/json")]
+
+
 def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
     """Every labelstack_* metric an alert rule reads is one the ML backend or app-exporter writes."""
     groups = yaml.safe_load((REPO / "compose" / "monitoring" / "prometheus" / "rules.yml").read_text())["groups"]
@@ -139,12 +239,24 @@ def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
         assert base in written or f'"{short}"' in written, f"{name} is read by rules.yml but written nowhere"
 
 
+def test_every_alert_has_a_runbook_line_and_a_unit_test_that_fires_it() -> None:
+    prometheus = REPO / "compose" / "monitoring" / "prometheus"
+    groups = yaml.safe_load((prometheus / "rules.yml").read_text())["groups"]
+    alerts = {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
+    runbook = set(re.findall(r"^\| `(\w+)` \|", (REPO / "README.md").read_text(), re.MULTILINE))
+    cases = yaml.safe_load((prometheus / "rules.test.yml").read_text())["tests"]
+    fired = {check["alertname"] for case in cases for check in case["alert_rule_test"] if check["exp_alerts"]}
+    assert len(alerts) >= 17
+    assert sorted(alerts - runbook) == [], "alerts without a line in the README's alert table"
+    assert sorted(alerts - fired) == [], "alerts no case of rules.test.yml expects to fire"
+
+
 def test_every_monitoring_service_is_hardened_checked_and_published_on_loopback_only() -> None:
     services = yaml.safe_load((REPO / "compose" / "monitoring.yml").read_text())["services"]
     # app and proxy are docker-compose.yml's; this file only adds to them.
     added = {name: service for name, service in services.items() if name not in ("app", "proxy")}
-    assert set(added) == {"app-exporter", "prometheus", "alertmanager", "node-exporter", "postgres-exporter",
-                          "blackbox-exporter"}  # fmt: skip
+    assert set(added) == {"app-exporter", "container-exporter", "prometheus", "alertmanager", "node-exporter",
+                          "postgres-exporter", "blackbox-exporter"}  # fmt: skip
     for name, service in added.items():
         assert service["extends"] == {"file": "common.yml", "service": "hardened"}, name
         assert service["read_only"] is True, name
@@ -154,7 +266,14 @@ def test_every_monitoring_service_is_hardened_checked_and_published_on_loopback_
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
         for volume in service.get("volumes", []):
             # Data in host folders or in-memory volumes: nothing `down -v` could destroy.
-            assert volume.startswith(("${", "/:/host:ro", "app-metrics:")), f"{name}: {volume}"
+            assert volume.startswith(("${", "/:/host:ro", "app-metrics:", "/var/run/docker.sock:")), f"{name}: {volume}"
+    # Docker's socket (no read-only mode exists) goes to container-exporter alone, whose only network is internal.
+    assert [name for name, service in added.items() if "/var/run/docker.sock:/var/run/docker.sock" in
+            service.get("volumes", [])] == ["container-exporter"]  # fmt: skip
+    assert added["container-exporter"]["networks"] == ["container-metrics"]
+    assert yaml.safe_load((REPO / "compose" / "monitoring.yml").read_text())["networks"]["container-metrics"] == {
+        "internal": True
+    }
 
 
 @pytest.mark.skipif(

@@ -49,8 +49,8 @@ def metrics_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> types.Mod
     return module
 
 
-def request(path: str) -> types.SimpleNamespace:
-    return types.SimpleNamespace(path=path)
+def request(path: str, agent: str = "Mozilla/5.0") -> types.SimpleNamespace:
+    return types.SimpleNamespace(path=path, headers={"User-Agent": agent})
 
 
 def test_responses_are_counted_by_class_into_the_process_file(metrics_module: types.ModuleType, tmp_path: Path) -> None:
@@ -83,3 +83,14 @@ def test_ready_answers_503_without_the_database(metrics_module: types.ModuleType
         Cursor.fail = False
     assert answer.status_code == 503
     assert "ConnectionError" in answer.content
+
+
+def test_monitoring_requests_are_not_counted(metrics_module: types.ModuleType, tmp_path: Path) -> None:
+    """The probes' and Docker's healthcheck's requests stay out of the error ratio; a user's 500 counts."""
+    middleware = metrics_module.RequestMetricsMiddleware(lambda _: Response(status=500))
+    assert middleware(request("/user/login/", agent=metrics_module.PROBE_AGENT)).status_code == 500
+    assert middleware(request("/health", agent="Python-urllib/3.11")).status_code == 500
+    assert not list(tmp_path.glob("*.json"))
+    middleware(request("/user/login/"))
+    snapshot = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert snapshot["codes"] == {"5xx": 1}

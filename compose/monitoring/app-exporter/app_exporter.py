@@ -1,31 +1,46 @@
 #!/usr/bin/env python3
-"""Label Studio's uWSGI and request metrics in Prometheus' text format, on :9117/metrics.
+"""Label Studio's uWSGI and request metrics in Prometheus' text format, on :9117/metrics; with the argument
+`containers`, the stack's containers' health and restarts on :9118/metrics instead.
 
 Runs in the app's network namespace (compose/monitoring.yml) with the app's image: it reads uWSGI's stats
 server on 127.0.0.1:1717 (workers and their threads busy or idle, the listen queue, requests, exceptions and
 harakiri kills) and sums the per-process request counters the app writes to LABELSTACK_METRICS_DIR
 (labelstack_request_metrics.py). Only numbers leave: the stats' request variables (cookies, headers) are dropped.
+
+`containers` (the container-exporter service) asks Docker's API, over its Unix socket, for the containers of the
+compose project LABELSTACK_PROJECT: health, restarts by the restart policy, running or restarting. Only GET
+requests are made and only those numbers leave. Why the socket: Debian 12 has no cAdvisor (which reports no health
+either), and Docker's state files on disk are not it: since Docker 26 a health check's result is written there
+only at the container's next state change. The socket has no read-only mode (whoever holds it controls Docker), so
+compose/monitoring.yml gives it to this process alone, without root, on a network only Prometheus joins.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+Json = dict[str, Any] | list[Any]
+
 STATS_ADDRESS = ("127.0.0.1", 1717)
+DOCKER_SOCKET = "/var/run/docker.sock"
+HEALTH_STATES = ("starting", "healthy", "unhealthy")
 # Seconds between two looks at uWSGI's stats, and how long they may stay unreachable (the app restarting) before
 # this process exits to join the app's new network namespace.
 WATCH_INTERVAL = 10.0
 WATCH_PATIENCE = 60.0
-LISTEN = ("0.0.0.0", 9117)  # noqa: S104 - the app's namespace: its stack networks, never a host port
+# The app's namespace, or container-exporter's own: the stack's networks, never a host port.
+LISTEN = {"app": ("0.0.0.0", 9117), "containers": ("0.0.0.0", 9118)}  # noqa: S104
 
 
 def read_stats(address: tuple[str, int] = STATS_ADDRESS, timeout: float = 3.0) -> dict[str, Any] | None:
@@ -128,14 +143,106 @@ def render(stats: dict[str, Any] | None, directory: Path) -> str:
     return "\n".join(uwsgi_lines(stats) + request_lines(read_snapshots(directory))) + "\n"
 
 
+class DockerConnection(http.client.HTTPConnection):
+    """HTTP to Docker's API over its Unix socket."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def docker_get(path: str, socket_path: str = DOCKER_SOCKET, timeout: float = 5.0) -> Json:
+    """The JSON Docker's API answers to GET `path`; OSError when it does not answer 200."""
+    connection = DockerConnection(socket_path, timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise OSError(f"Docker answered {response.status} to GET {path}")
+    return json.loads(body)
+
+
+def read_containers(project: str, get: Callable[[str], Json] = docker_get) -> list[dict[str, Any]] | None:
+    """Docker's inspection of every container of the compose project (one-off `compose run` ones left out), or
+    None when Docker does not answer."""
+    label = json.dumps({"label": [f"com.docker.compose.project={project}"]})
+    try:
+        listed = get(f"/containers/json?all=1&filters={urllib.parse.quote(label)}")
+    except (OSError, ValueError):
+        return None
+    containers = []
+    for container in listed:
+        if (container.get("Labels") or {}).get("com.docker.compose.oneoff") == "True":
+            continue
+        try:
+            containers.append(get(f"/containers/{container['Id']}/json"))
+        except (OSError, ValueError):
+            continue  # removed since it was listed
+    return containers
+
+
+def container_lines(containers: list[dict[str, Any]] | None) -> list[str]:
+    """Health (a state set per container that has a healthcheck), restarts and running state of each container."""
+    if containers is None:
+        return ["# TYPE labelstack_containers_up gauge", "labelstack_containers_up 0"]
+    health, restarts, running, restarting = [], [], [], []
+    for container in sorted(containers, key=lambda c: str(c.get("Name"))):
+        service = container["Config"]["Labels"].get("com.docker.compose.service", "")
+        labels = f'container="{str(container.get("Name", "")).lstrip("/")}",service="{service}"'
+        state = container.get("State") or {}
+        status = (state.get("Health") or {}).get("Status")
+        if status in HEALTH_STATES:
+            health += [
+                f'labelstack_container_health{{{labels},status="{s}"}} {int(s == status)}' for s in HEALTH_STATES
+            ]
+        restarts.append(f"labelstack_container_restarts_total{{{labels}}} {int(container.get('RestartCount', 0))}")
+        # Status, not Running: Docker keeps Running true while it waits to restart a container that exited.
+        running.append(f"labelstack_container_running{{{labels}}} {int(state.get('Status') == 'running')}")
+        restarting.append(f"labelstack_container_restarting{{{labels}}} {int(state.get('Status') == 'restarting')}")
+    return [
+        "# TYPE labelstack_containers_up gauge",
+        "labelstack_containers_up 1",
+        "# HELP labelstack_container_health Docker's health status of the container (1 for the current one).",
+        "# TYPE labelstack_container_health gauge",
+        *health,
+        "# HELP labelstack_container_restarts_total Restarts by the restart policy (Docker resets it on a new start).",
+        "# TYPE labelstack_container_restarts_total counter",
+        *restarts,
+        "# TYPE labelstack_container_running gauge",
+        *running,
+        "# HELP labelstack_container_restarting Docker is waiting to restart the container after it exited.",
+        "# TYPE labelstack_container_restarting gauge",
+        *restarting,
+    ]
+
+
+def render_app() -> str:
+    return render(read_stats(), Path(os.environ.get("LABELSTACK_METRICS_DIR", "/run/labelstack-metrics")))
+
+
+def render_containers() -> str:
+    return "\n".join(container_lines(read_containers(os.environ["LABELSTACK_PROJECT"]))) + "\n"
+
+
+RENDERERS: dict[str, Callable[[], str]] = {"app": render_app, "containers": render_containers}
+
+
 class Handler(BaseHTTPRequestHandler):
-    metrics_dir = Path(os.environ.get("LABELSTACK_METRICS_DIR", "/run/labelstack-metrics"))
+    render_metrics: Callable[[], str] = staticmethod(render_app)
 
     def do_GET(self) -> None:
         if self.path.split("?")[0] != "/metrics":
             self.send_error(404)
             return
-        body = render(read_stats(), self.metrics_dir).encode()
+        body = self.render_metrics().encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(body)))
@@ -170,5 +277,10 @@ def watch_stats(interval: float = WATCH_INTERVAL, patience: float = WATCH_PATIEN
 
 
 if __name__ == "__main__":
-    threading.Thread(target=watch_stats, daemon=True).start()
-    ThreadingHTTPServer(LISTEN, Handler).serve_forever()
+    mode = sys.argv[1] if len(sys.argv) > 1 else "app"
+    if mode not in RENDERERS:
+        sys.exit(f"usage: app_exporter.py [{'|'.join(RENDERERS)}]")
+    Handler.render_metrics = staticmethod(RENDERERS[mode])
+    if mode == "app":
+        threading.Thread(target=watch_stats, daemon=True).start()
+    ThreadingHTTPServer(LISTEN[mode], Handler).serve_forever()

@@ -6,6 +6,11 @@ A file outlives its process, so the sums never go backwards while the container 
 
 GET /labelstack/ready answers 200 when the database answers a query, 503 otherwise: Label Studio's /health
 does not touch the database, so it stays green while no page can be served.
+
+Monitoring's own requests are not counted: the blackbox exporter's probes (their User-Agent is PROBE_AGENT,
+templates/monitoring/blackbox/blackbox.yml.j2) and /health (Docker's healthcheck, every 10 s). On an idle stack
+they were nearly all the traffic, so with the database down the login probe's 500s alone made HighErrorRatio fire
+beside LabelStudioUnhealthy, which is the probes' own alert; and their quick 200s diluted real users' errors.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from django.http import HttpRequest, HttpResponse
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 FLUSH_SECONDS = 2.0
 READY_PATH = "/labelstack/ready"
+HEALTH_PATH = "/health"
+PROBE_AGENT = "labelstack-probe"
 
 
 class Counters:
@@ -74,6 +81,8 @@ class RequestMetricsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path == READY_PATH:
             return ready()
+        if self.counters is None or request.path == HEALTH_PATH or request.headers.get("User-Agent") == PROBE_AGENT:
+            return self.get_response(request)
         start = time.monotonic()
         status = 500  # an exception escaping the view becomes Django's 500
         try:
@@ -81,8 +90,7 @@ class RequestMetricsMiddleware:
             status = response.status_code
             return response
         finally:
-            if self.counters is not None:
-                self.counters.observe(status, time.monotonic() - start)
+            self.counters.observe(status, time.monotonic() - start)
 
 
 def ready() -> HttpResponse:
