@@ -176,7 +176,7 @@ def rules_only_for(db: testinfra.host.Host, *clients: str) -> list[str] | None:
     wanted = [f"-s {client}/32 -o {db_bridge(db)} " for client in clients]
     returns = [line for line in rules if "-j RETURN" in line]
     in_order = bool(rules) and "-j DROP" in rules[-1] and len(rules) == len(clients) + 1
-    matched = sorted(any(w in line for line in returns) for w in wanted) == [True] * len(wanted)
+    matched = all(any(w in line for line in returns) for w in wanted)
     return rules if in_order and matched else None
 
 
