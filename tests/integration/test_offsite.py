@@ -64,12 +64,16 @@ class Pushed:
 @pytest.fixture(scope="module")
 def offsite(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offsite]:
     host = deployment.host
+    # The host remembers the repository it pushed to and refuses a new one where that was: an earlier run's
+    # repository is gone with its folder.
+    remembered = f"{deployment.install_dir}/offsite/repository-id"
+    host.check_output("rm -f %s", remembered)
     folder = host.check_output("mktemp -d /var/tmp/%s-offsite.XXXXXX", deployment.project_name)
     image = host.check_output("docker inspect --format '{{.Config.Image}}' %s", deployment.container("db"))
     try:
         yield Offsite(folder, tmp_path_factory.mktemp("kept-keys") / "restic-password", image)
     finally:
-        host.run("rm -rf %s", folder)
+        host.run("rm -rf %s %s", folder, remembered)
 
 
 def in_restic_container(
