@@ -12,6 +12,7 @@ REPORTS ?= reports
 CONFIRM_DESTROY_DATA ?= no
 BACKUP ?=
 AT ?=
+FROM ?=
 PROJECT ?=
 EXPORT_DIR ?= exports
 PROJECTS_FILE ?= exports/projects.yml
@@ -28,7 +29,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
-	@echo "  Variables: INVENTORY=$(INVENTORY)  ANSIBLE_ARGS='$(ANSIBLE_ARGS)'  CONFIRM_DESTROY_DATA=$(CONFIRM_DESTROY_DATA)  BACKUP=$(BACKUP)  AT=$(AT)"
+	@echo "  Variables: INVENTORY=$(INVENTORY)  ANSIBLE_ARGS='$(ANSIBLE_ARGS)'  CONFIRM_DESTROY_DATA=$(CONFIRM_DESTROY_DATA)  BACKUP=$(BACKUP)  AT=$(AT)  FROM=$(FROM)"
 
 $(BIN)/ansible-playbook: requirements.lock scripts/bootstrap-venv.sh
 	@VENV=$(VENV) scripts/bootstrap-venv.sh
@@ -58,10 +59,11 @@ destroy: venv ## Remove the containers; also the data with CONFIRM_DESTROY_DATA=
 backup: venv ## Back up the database, data directories and secrets on INVENTORY (stack stays up)
 	$(PLAYBOOK) -i $(INVENTORY) ansible/backup.yml $(ANSIBLE_ARGS)
 
-restore: venv ## Restore BACKUP=<name>, or the database to AT="<UTC time>" (PITR), on INVENTORY (the current state is backed up first)
+restore: venv ## Restore BACKUP=<name> (from the off-site copy with FROM=offsite), or the database to AT="<UTC time>" (PITR), on INVENTORY
 	@test -n "$(BACKUP)$(AT)" || { echo "FAIL: name a backup or a time: make restore BACKUP=<YYYYMMDDTHHMMSSZ> or AT=\"YYYY-MM-DD HH:MM:SS\"" >&2; exit 2; }
+	@case "$(FROM)" in ""|offsite) ;; *) echo "FAIL: FROM must be empty or offsite, got '$(FROM)'" >&2; exit 2;; esac
 	$(PLAYBOOK) -i $(INVENTORY) ansible/restore.yml \
-	  -e '{"labelstack_restore_backup": "$(BACKUP)", "labelstack_restore_time": "$(AT)"}' $(ANSIBLE_ARGS)
+	  -e '{"labelstack_restore_backup": "$(BACKUP)", "labelstack_restore_time": "$(AT)", "labelstack_restore_from": "$(FROM)"}' $(ANSIBLE_ARGS)
 
 export: venv ## Export project PROJECT=<id> on INVENTORY as JSON into EXPORT_DIR, outside any HTTP timeout
 	@test -n "$(PROJECT)" || { echo "FAIL: name the project: make export PROJECT=<id>" >&2; exit 2; }
@@ -100,9 +102,11 @@ test: lint unit browser ## Lint, unit tests, the whole suite against a test stac
 	  --ignore=tests/integration/test_upgrade.py -m 'not recovery' --junitxml=$(REPORTS)/test.xml
 	$(MAKE) --no-print-directory test-hosts
 
-test-recovery: venv ## The slow restore paths (killed pg_restore, encrypted backup, PITR on inventory/test-pitr); ~25 min, so not in `test`
+test-recovery: venv ## The slow restore paths (killed pg_restore, encrypted backup, off-site copies, PITR on inventory/test-pitr); ~30 min, so not in `test`
 	$(BIN)/pytest tests/integration/test_backup_restore.py --inventory $(TEST_INVENTORY) --deploy -m recovery \
 	  --junitxml=$(REPORTS)/recovery.xml
+	$(BIN)/pytest tests/integration/test_offsite.py --inventory $(TEST_INVENTORY) -m recovery \
+	  --junitxml=$(REPORTS)/recovery-offsite.xml
 	trap '$(PLAYBOOK) -i inventory/test-pitr ansible/destroy.yml -e "{\"labelstack_destroy_data\": true}"' EXIT; \
 	$(BIN)/pytest tests/integration/test_pitr.py --inventory inventory/test-pitr --deploy -m recovery \
 	  --junitxml=$(REPORTS)/recovery-pitr.xml

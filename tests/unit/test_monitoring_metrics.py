@@ -220,7 +220,7 @@ def test_docker_get_speaks_http_over_a_unix_socket(tmp_path: Path) -> None:
 
 
 def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
-    """Every labelstack_* metric an alert rule reads is one the ML backend or app-exporter writes."""
+    """Every labelstack_* metric an alert rule reads is one the ML backend, app-exporter or a backup writes."""
     groups = yaml.safe_load((REPO / "compose" / "monitoring" / "prometheus" / "rules.yml").read_text())["groups"]
     exprs = " ".join(rule["expr"] for group in groups for rule in group["rules"])
     written = "".join(
@@ -229,6 +229,7 @@ def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
             "compose/ml-backend/labelstack_ml/metrics.py",
             "compose/monitoring/app-exporter/app_exporter.py",
             "ansible/roles/labelstack/tasks/steps/monitoring-backup-metric.yml",
+            "ansible/roles/labelstack/tasks/steps/offsite-push.yml",
         )
     )
     read = set(re.findall(r"labelstack_[a-z0-9_]+", exprs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -107,3 +108,25 @@ def test_the_ml_backend_tag_hashes_every_file_its_image_copies() -> None:
         for p in (context / package).glob("*.py")
     }
     assert copied - listed == set()
+
+
+@pytest.mark.parametrize(
+    ("repository", "accepted"),
+    [
+        ("/mnt/offsite", True),
+        ("/srv/offsite-disk/labelstack.x1Y2", True),
+        ("sftp:backup@vault.example:/srv/labelstack", True),
+        ("sftp://backup@vault.example:2222//srv/labelstack", True),
+        ("mnt/offsite", False),  # relative: where would it be?
+        ("/mnt/a:b", False),  # docker's --volume host:container would split it
+        ("/mnt/a,b", False),
+        ("/mnt/a b", False),
+        ("s3:s3.amazonaws.com/bucket", False),  # not a mount or SFTP: the image has no credentials for it
+    ],
+)
+def test_the_offsite_repository_is_a_mountable_folder_or_sftp(repository: str, accepted: bool) -> None:
+    """The pattern preflight and the push check labelstack_offsite_repository with (Jinja's match: re.match)."""
+    pattern = yaml.safe_load((REPO / "ansible/roles/labelstack/vars/main.yml").read_text())[
+        "__labelstack_offsite_repository_pattern"
+    ]
+    assert bool(re.match(pattern, repository)) is accepted
