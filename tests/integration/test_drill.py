@@ -1,5 +1,5 @@
 """make drill and make backup-status, against a live stack of their own (`make test-recovery` deploys
-inventory/test-drill: proxy and point-in-time recovery on, removed afterwards).
+inventory/test-drill: proxy, monitoring and point-in-time recovery on, removed afterwards).
 
 The drill restores the newest backup into a second, throwaway stack on this machine, tests it and removes it:
 it passes on a healthy backup and records that; it fails, naming the damaged file, on a backup with one byte
@@ -61,6 +61,13 @@ def last_drill(deployment: Deployment) -> dict[str, object]:
     return json.loads(record.content_string)
 
 
+def drill_metrics(deployment: Deployment) -> dict[str, float]:
+    """The drill's textfile metrics for node-exporter (the live stack has monitoring on)."""
+    path = f"{deployment.variables['labelstack_monitoring_data_dir']}/textfile/labelstack_drill.prom"
+    lines = deployment.host.file(path).content_string.splitlines()
+    return {name: float(value) for name, value in (line.split() for line in lines if not line.startswith("#"))}
+
+
 def one_line(output: str) -> str:
     return " ".join(output.split())
 
@@ -102,6 +109,10 @@ def test_drill_passes_on_a_healthy_backup_and_records_it(
     record = last_drill(deployment)
     assert (record["result"], record["backup"], record["failed_part"]) == ("ok", backup, ""), record
     print(f"\ndrill of {backup}: {took:.0f} s in all, {record['seconds']} s recorded")  # the measured figure
+    metrics = drill_metrics(deployment)
+    assert metrics["labelstack_drill_success"] == 1, metrics
+    assert metrics["labelstack_drill_duration_seconds"] == record["seconds"], metrics
+    assert time.time() - metrics["labelstack_drill_last_run_timestamp_seconds"] < 120, metrics
     record_property("drill_seconds", round(took))
     drill_stack_is_gone(deployment)
 
@@ -143,6 +154,7 @@ def test_drill_fails_on_a_damaged_backup_naming_the_file(deployment: Deployment,
         record = last_drill(deployment)
         assert (record["result"], record["backup"]) == ("failed", DAMAGED), record
         assert "app-data.tar.gz: FAILED" in str(record["message"]), record
+        assert drill_metrics(deployment)["labelstack_drill_success"] == 0
         drill_stack_is_gone(deployment)
         status = make("backup-status", deployment.inventory)
         assert status.returncode != 0, "backup-status passed after a failed drill"
