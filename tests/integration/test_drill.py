@@ -108,6 +108,7 @@ def test_drill_passes_on_a_healthy_backup_and_records_it(
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     record = last_drill(deployment)
     assert (record["result"], record["backup"], record["failed_part"]) == ("ok", backup, ""), record
+    assert " passed" in str(record["tests"]), record
     print(f"\ndrill of {backup}: {took:.0f} s in all, {record['seconds']} s recorded")  # the measured figure
     metrics = drill_metrics(deployment)
     assert metrics["labelstack_drill_success"] == 1, metrics
@@ -152,7 +153,7 @@ def test_drill_fails_on_a_damaged_backup_naming_the_file(deployment: Deployment,
         assert f"drill of backup {DAMAGED} FAILED at 'Refuse a damaged backup" in output, run.stdout[-4000:]
         assert "app-data.tar.gz: FAILED" in output, run.stdout[-4000:]
         record = last_drill(deployment)
-        assert (record["result"], record["backup"]) == ("failed", DAMAGED), record
+        assert (record["result"], record["backup"], record["tests"]) == ("failed", DAMAGED, ""), record
         assert "app-data.tar.gz: FAILED" in str(record["message"]), record
         assert drill_metrics(deployment)["labelstack_drill_success"] == 0
         drill_stack_is_gone(deployment)
