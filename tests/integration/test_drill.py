@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -138,30 +139,57 @@ def test_backup_status_names_the_item_past_its_limit(deployment: Deployment) -> 
     assert "drill not ok" in one_line(run.stdout), run.stdout[-3000:]
 
 
-def test_drill_fails_on_a_damaged_backup_naming_the_file(deployment: Deployment, backup: str) -> None:
+@contextmanager
+def damaged_copy(deployment: Deployment, backup: str, damage: str) -> Iterator[None]:
+    """A copy of the backup under a name the drill takes for the newest, damaged by the shell command `damage`
+    (run in the copy's folder); removed afterwards."""
     damaged = f"{deployment.backup_dir}/{DAMAGED}"
     deployment.host.check_output("cp -a %s/%s %s", deployment.backup_dir, backup, damaged)
     try:
-        # One byte of the app's data archive changed in place: the size stays, only the checksum can tell.
-        deployment.host.check_output(
-            "printf '\\377' | dd of=%s/app-data.tar.gz bs=1 seek=64 conv=notrunc status=none", damaged
-        )
-        assert deployment.host.run("cd %s && sha256sum --check --quiet SHA256SUMS", damaged).rc != 0, "nothing changed"
-        run = make("drill", deployment.inventory)
-        output = one_line(run.stdout)
-        assert run.returncode != 0, "the drill of a damaged backup passed"
-        assert f"drill of backup {DAMAGED} FAILED at 'Refuse a damaged backup" in output, run.stdout[-4000:]
-        assert "app-data.tar.gz: FAILED" in output, run.stdout[-4000:]
-        record = last_drill(deployment)
-        assert (record["result"], record["backup"], record["tests"]) == ("failed", DAMAGED, ""), record
-        assert "app-data.tar.gz: FAILED" in str(record["message"]), record
-        assert drill_metrics(deployment)["labelstack_drill_success"] == 0
-        drill_stack_is_gone(deployment)
-        status = make("backup-status", deployment.inventory)
-        assert status.returncode != 0, "backup-status passed after a failed drill"
-        assert "drill not ok" in one_line(status.stdout), status.stdout[-3000:]
+        deployment.host.check_output("cd %s && sh -c %s", damaged, damage)
+        yield
     finally:
         deployment.host.check_output("rm -rf %s", damaged)
+
+
+def failed_drill(deployment: Deployment, part: str, detail: str) -> None:
+    """make drill fails with one line naming `part` and `detail`, records that and leaves no drill stack."""
+    run = make("drill", deployment.inventory)
+    output = one_line(run.stdout)
+    assert run.returncode != 0, "the drill of a damaged backup passed"
+    assert f"drill of backup {DAMAGED} FAILED at '{part}" in output, run.stdout[-4000:]
+    assert detail in output, run.stdout[-4000:]
+    record = last_drill(deployment)
+    assert (record["result"], record["backup"]) == ("failed", DAMAGED), record
+    assert str(record["failed_part"]).startswith(part), record
+    assert detail in str(record["message"]), record
+    assert drill_metrics(deployment)["labelstack_drill_success"] == 0
+    drill_stack_is_gone(deployment)
+    status = make("backup-status", deployment.inventory)
+    assert status.returncode != 0, "backup-status passed after a failed drill"
+    assert "drill not ok" in one_line(status.stdout), status.stdout[-3000:]
+
+
+def test_drill_fails_on_a_damaged_backup_naming_the_file(deployment: Deployment, backup: str) -> None:
+    # One byte of the app's data archive changed in place: the size stays, only the checksum can tell.
+    flip = "printf '\\377' | dd of=app-data.tar.gz bs=1 seek=64 conv=notrunc status=none"
+    with damaged_copy(deployment, backup, flip):
+        checked = deployment.host.run(
+            "cd %s/%s && sha256sum --check --quiet SHA256SUMS", deployment.backup_dir, DAMAGED
+        )
+        assert checked.rc != 0, "the flipped byte changed nothing"
+        failed_drill(deployment, "Refuse a damaged backup", "app-data.tar.gz: FAILED")
+    assert last_drill(deployment)["tests"] == ""
+
+
+def test_drill_fails_on_a_dump_that_does_not_restore_naming_the_step(deployment: Deployment, backup: str) -> None:
+    # Cut in half, with checksums written anew: only restoring it can tell.
+    cut = (
+        'truncate --size="$(( $(stat --format=%s database.dump) / 2 ))" database.dump'
+        " && sha256sum database.dump backup.json ./*.tar.gz > SHA256SUMS"
+    )
+    with damaged_copy(deployment, backup, cut):
+        failed_drill(deployment, "Stop with the failed step", "(Restore the dump into it in one transaction)")
 
 
 def test_the_live_stack_was_not_touched(deployment: Deployment, live_started: dict[str, str]) -> None:
