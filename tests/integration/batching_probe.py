@@ -4,21 +4,41 @@ PROBE_MODE=setup adds what the API of open-source Label Studio cannot: another u
 authors on some tasks of project PROBE_PROJECT. PROBE_MODE=render prints, as one `RESULT {...}` line, the
 data-manager pages (page sizes 10 and 100) and the JSON export of that project with their query counts,
 rendered by the real views in this process (whose settings decide whether labelstack_batching is on).
-PROBE_MODE=cleanup removes the other user.
+PROBE_MODE=import imports each payload of PROBE_IMPORTS (a JSON object: name -> tasks) into a new project
+with the label config of PROBE_PROJECT, through the real import view, and prints the new tasks' rows, the
+project's statistics and the import's query count, then deletes those projects. PROBE_MODE=cleanup removes the
+other user.
 """
 
+import functools
 import json
 import os
+from collections.abc import Callable
 
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from projects.models import Project
+from projects.models import Project, ProjectSummary
 from rest_framework.authtoken.models import Token
 from tasks.models import AnnotationDraft, Task
 from users.models import User
 
+# What an import writes into each task and the project, without ids and times (they differ from run to run).
+TASK_FIELDS = ("inner_id", "data", "meta", "overlap", "is_labeled", "total_annotations", "cancelled_annotations",
+               "total_predictions", "allow_skip")  # fmt: skip
+# The counts the project's page shows (GET /api/projects/<id>).
+PROJECT_FIELDS = ("task_number", "total_annotations_number", "total_predictions_number", "num_tasks_with_annotations",
+                  "skipped_annotations_number", "useful_annotation_number", "ground_truth_number",
+                  "finished_task_number", "model_version")  # fmt: skip
+
 OTHER = "batching-probe@labelstack.invalid"
+
+
+def logged(log: list[str], execute: Callable[..., object], sql: str, *args: object) -> object:
+    log.append(sql)
+    return execute(sql, *args)
+
+
 mode = os.environ["PROBE_MODE"]
 project = Project.objects.get(id=int(os.environ["PROBE_PROJECT"])) if mode != "cleanup" else None
 
@@ -47,6 +67,31 @@ elif mode == "render":
         assert response.status_code == 200, (url, response.status_code, body[:300])
         result[name] = {"body": json.loads(body), "queries": len(queries.captured_queries)}
     print("RESULT " + json.dumps(result))
+elif mode == "import":
+    token, _ = Token.objects.get_or_create(user=project.created_by)
+    client = Client(SERVER_NAME="localhost", HTTP_AUTHORIZATION=f"Token {token.key}")
+    result = {}
+    for name, tasks in json.loads(os.environ["PROBE_IMPORTS"]).items():
+        target = Project.objects.create(title=f"import-probe {name}", label_config=project.label_config,
+                                        created_by=project.created_by, organization=project.organization)  # fmt: skip
+        try:
+            queries: list[str] = []  # the request resets Django's own query log when it starts: count as they run
+            with connection.execute_wrapper(functools.partial(logged, queries)):
+                response = client.post(f"/api/projects/{target.id}/import", json.dumps(tasks),
+                                       content_type="application/json")  # fmt: skip
+            assert response.status_code == 201, (name, response.status_code, response.content[:300])
+            rows = [
+                {**{field: getattr(task, field) for field in TASK_FIELDS},
+                 "annotations": task.annotations.count(), "predictions": task.predictions.count()}
+                for task in Task.objects.filter(project=target).order_by("inner_id")
+            ]  # fmt: skip
+            shown = json.loads(client.get(f"/api/projects/{target.id}").content)
+            stats = {field: shown.get(field) for field in PROJECT_FIELDS}
+            stats["columns"] = sorted(ProjectSummary.objects.get(project=target).all_data_columns)
+            result[name] = {"rows": rows, "project": stats, "queries": len(queries)}
+        finally:
+            target.delete()
+    print("RESULT " + json.dumps(result, default=str))
 elif mode == "cleanup":
     User.objects.filter(email=OTHER).delete()
     print("RESULT {}")

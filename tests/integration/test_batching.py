@@ -1,13 +1,17 @@
-"""labelstack_batching: task-list pages and exports load drafts and comment authors per page, not per task.
+"""labelstack_batching: task-list pages and exports load drafts and comment authors per page, not per task, and
+an import of plain tasks skips Label Studio's recount of counters the new tasks already hold.
 
 The same project is rendered by the real views twice, inside the app container: once with the batching app
 (the deploy's setting) and once without it (Label Studio as shipped). The outputs must be identical, and
-only the batched one may do a number of queries that does not grow with the page size.
+only the batched one may do a number of queries that does not grow with the page size. Likewise the same
+payloads are imported through the real import view with and without the app: the tasks' rows and the project's
+counts must be identical.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +27,12 @@ N_TASKS = 120
 Tasks = list[dict[str, Any]]
 
 
-def probe(deployment: Deployment, mode: str, project: int | None = None, batched: bool = True) -> dict[str, Any]:
+def probe(
+    deployment: Deployment, mode: str, project: int | None = None, batched: bool = True, imports: str = "{}"
+) -> dict[str, Any]:
     app = deployment.container("app")
-    env = f"-e PROBE_MODE={mode} -e PROBE_PROJECT={project or 0} -e LABELSTACK_APP_BATCH_QUERIES={str(batched).lower()}"
+    env = (f"-e PROBE_MODE={mode} -e PROBE_PROJECT={project or 0} -e PROBE_IMPORTS={shlex.quote(imports)}"
+           f" -e LABELSTACK_APP_BATCH_QUERIES={str(batched).lower()}")  # fmt: skip
     package_dir = "\\$(python3 -c 'import label_studio, os; print(os.path.dirname(label_studio.__file__))')"
     command = f'docker exec -i {env} {app} sh -c "cd {package_dir} && python3 manage.py shell" < {PROBE}'
     out = deployment.host.run(command)
@@ -93,3 +100,42 @@ def test_batched_queries_do_not_grow_with_the_page(renders: dict[bool, dict[str,
     # Label Studio as shipped: two more queries per task (if this fails, upstream fixed it: drop the app).
     assert shipped["page100"]["queries"] - shipped["page10"]["queries"] >= 2 * 90, shipped
     assert batched["export"]["queries"] < 40 <= N_TASKS * 2 <= shipped["export"]["queries"], (batched, shipped)
+
+
+def imported(text: str, annotations: Tasks = (), predictions: Tasks = ()) -> dict[str, Any]:
+    return {"data": {"text": text}, "annotations": list(annotations), "predictions": list(predictions)}
+
+
+# Plain tasks (the recount is skipped), and tasks with annotations (one cancelled) and predictions (it runs).
+IMPORTS = {
+    "plain": [{"text": f"plain {i}"} for i in range(60)] + [{"data": {"text": "with meta"}, "meta": {"source": "x"}}],
+    "annotated": [
+        imported("annotated", [{"result": choice_result("Sports")}]),
+        imported("cancelled", [{"result": [], "was_cancelled": True}]),
+        imported("predicted", predictions=[{"result": choice_result("Finance"), "score": 0.4, "model_version": "m1"}]),
+        imported("plain among them"),
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def imports(deployment: Deployment, project: int) -> dict[bool, dict[str, Any]]:
+    return {batched: probe(deployment, "import", project, batched, json.dumps(IMPORTS)) for batched in (True, False)}
+
+
+@pytest.mark.parametrize("payload", IMPORTS)
+def test_imported_tasks_are_label_studios(imports: dict[bool, dict[str, Any]], payload: str) -> None:
+    batched, shipped = imports[True][payload], imports[False][payload]
+    assert len(batched["rows"]) == len(IMPORTS[payload])
+    assert batched["rows"] == shipped["rows"]
+    assert batched["project"] == shipped["project"]
+
+
+def test_only_a_plain_import_skips_the_recount(imports: dict[bool, dict[str, Any]]) -> None:
+    # Label Studio as shipped: an UPDATE and three SELECTs carrying every new task's id (if equal, upstream changed).
+    assert imports[True]["plain"]["queries"] <= imports[False]["plain"]["queries"] - 3, imports
+    assert imports[True]["annotated"]["queries"] == imports[False]["annotated"]["queries"], imports
+    rows = imports[True]["annotated"]["rows"]
+    assert [(r["total_annotations"], r["cancelled_annotations"], r["total_predictions"]) for r in rows] == [
+        (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 0)
+    ], rows  # fmt: skip

@@ -2,7 +2,8 @@
 stopping PostgreSQL fires PostgresDown and LabelStudioUnhealthy and they reach a webhook, starting it resolves
 them (the probes' own 500s meanwhile stay out of the error ratio), a failed training run fires MLTrainingFailing,
 filling a small filesystem fires FilesystemAlmostFull, a hung container ContainerUnhealthy and one killed three
-times ContainerRestarting. Times are recorded as test properties.
+times ContainerRestarting; `make down` with monitoring switched off still removes its containers. Times are
+recorded as test properties.
 """
 
 from __future__ import annotations
@@ -353,3 +354,13 @@ def test_a_second_deploy_with_monitoring_changes_nothing(deployment: Deployment)
     run = run_playbook("site.yml", deployment.inventory)
     assert run.returncode == 0, run.output[-4000:]
     assert all(counts["changed"] == 0 for counts in run.recap().values()), run.changed_tasks()
+
+
+def test_down_with_monitoring_switched_off_still_removes_its_containers(deployment: Deployment) -> None:
+    """`make down` removes what the last deploy started, whatever the current settings say (last: it stops all)."""
+    run = run_playbook("down.yml", deployment.inventory, "-e", json.dumps({"labelstack_monitoring_enabled": False}))
+    assert run.returncode == 0, run.output[-4000:]
+    left = deployment.host.check_output(
+        "docker ps --all --filter label=com.docker.compose.project=%s --format '{{.Names}}'", deployment.project_name
+    )
+    assert left == "", f"make down left these containers: {left.split()}"

@@ -12,14 +12,19 @@ If a Label Studio upgrade renames what is adjusted here, the app logs a warning 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from django.apps import AppConfig
 from django.db.models import Manager, Model, QuerySet, prefetch_related_objects
 from rest_framework.serializers import ListSerializer, Serializer
 
 RELATED = ("drafts", "comment_authors")
+# Project.update_tasks_counters_and_task_states as Label Studio 1.23 calls it after an import.
+COUNTERS_PARAMETERS = ("self", "tasks_queryset", "maximum_annotations_changed", "overlap_cohort_percentage_changed",
+                       "tasks_number_changed", "from_scratch", "recalculate_stats_counts")  # fmt: skip
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +47,32 @@ def own_drafts(self: Serializer, user: Model, drafts: Manager) -> list[Model]:
     return [draft for draft in drafts.all() if draft.user_id == user.id]
 
 
+def holds_only_zero_counters(tasks: object, counts: Mapping[str, int] | None, task_model: type[Model]) -> bool:
+    """True for the tasks of an import that created no annotation and no prediction, each holding zero counters:
+    exactly what Label Studio's recount would write (nothing else can point at tasks created a moment ago)."""
+    return (
+        isinstance(tasks, list)
+        and counts is not None
+        and counts.get("annotation_count") == 0
+        and counts.get("prediction_count") == 0
+        and all(isinstance(task, task_model) for task in tasks)
+        and not any(task.total_annotations or task.cancelled_annotations or task.total_predictions for task in tasks)
+    )
+
+
+def skip_recount_of_plain_imports(original: Callable[..., object], task_model: type[Model]) -> Callable[..., object]:
+    """Label Studio's step with no tasks to recount when the imported ones already hold the right counters."""
+
+    @functools.wraps(original)
+    def update(self: Model, tasks_queryset: object, *args: object, **kwargs: object) -> object:
+        counts = kwargs.get("recalculate_stats_counts")
+        if holds_only_zero_counters(tasks_queryset, counts if isinstance(counts, Mapping) else None, task_model):
+            tasks_queryset = []
+        return original(self, tasks_queryset, *args, **kwargs)
+
+    return update
+
+
 class BatchingConfig(AppConfig):
     name = "labelstack_batching"
     verbose_name = "labelstack: batched task-list and export queries"
@@ -58,3 +89,15 @@ class BatchingConfig(AppConfig):
         for serializer in (BaseExportDataSerializer, DataManagerTaskSerializer):
             serializer.Meta.list_serializer_class = BatchedListSerializer
         DataManagerTaskSerializer.get_drafts_queryset = own_drafts
+        self.skip_recount_of_plain_imports()
+
+    @staticmethod
+    def skip_recount_of_plain_imports() -> None:
+        from projects.models import Project
+        from tasks.models import Task
+
+        original = Project.update_tasks_counters_and_task_states
+        if tuple(inspect.signature(original).parameters) != COUNTERS_PARAMETERS:
+            log.warning("labelstack_batching: Label Studio changed its task-counter update; imports run as shipped")
+            return
+        Project.update_tasks_counters_and_task_states = skip_recount_of_plain_imports(original, Task)
