@@ -24,7 +24,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv browser deploy bundle test-hosts test-upgrade test-recovery test-monitoring check down destroy backup restore export projects projects-export bench bench-backup lint unit smoke test lock clean
+.PHONY: help venv browser deploy bundle test-hosts test-upgrade test-recovery test-monitoring check down destroy backup restore drill backup-status export projects projects-export bench bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,12 @@ restore: venv ## Restore BACKUP=<name> (from the off-site copy with FROM=offsite
 	$(PLAYBOOK) -i $(INVENTORY) ansible/restore.yml \
 	  -e '{"labelstack_restore_backup": "$(BACKUP)", "labelstack_restore_time": "$(AT)", "labelstack_restore_from": "$(FROM)"}' $(ANSIBLE_ARGS)
 
+drill: venv ## Restore the newest backup of INVENTORY into a throwaway stack, test it, remove it, record the result
+	$(PLAYBOOK) -i $(INVENTORY) ansible/drill.yml $(ANSIBLE_ARGS)
+
+backup-status: venv ## Newest backups, WAL archive lag, last off-site push and drill on INVENTORY; fails naming what is too old
+	ANSIBLE_DISPLAY_SKIPPED_HOSTS=false $(PLAYBOOK) -i $(INVENTORY) ansible/backup-status.yml $(ANSIBLE_ARGS)
+
 export: venv ## Export project PROJECT=<id> on INVENTORY as JSON into EXPORT_DIR, outside any HTTP timeout
 	@test -n "$(PROJECT)" || { echo "FAIL: name the project: make export PROJECT=<id>" >&2; exit 2; }
 	$(PLAYBOOK) -i $(INVENTORY) ansible/export.yml \
@@ -102,7 +108,7 @@ test: lint unit browser ## Lint, unit tests, the whole suite against a test stac
 	  --ignore=tests/integration/test_upgrade.py -m 'not recovery' --junitxml=$(REPORTS)/test.xml
 	$(MAKE) --no-print-directory test-hosts
 
-test-recovery: venv ## The slow restore paths (killed pg_restore, encrypted backup, off-site copies, PITR on inventory/test-pitr); ~30 min, so not in `test`
+test-recovery: venv ## The slow restore paths (killed pg_restore, encrypted backup, off-site copies, PITR on inventory/test-pitr, the drill on inventory/test-drill); ~40 min, so not in `test`
 	$(BIN)/pytest tests/integration/test_backup_restore.py --inventory $(TEST_INVENTORY) --deploy -m recovery \
 	  --junitxml=$(REPORTS)/recovery.xml
 	$(BIN)/pytest tests/integration/test_offsite.py --inventory $(TEST_INVENTORY) -m recovery \
@@ -110,6 +116,9 @@ test-recovery: venv ## The slow restore paths (killed pg_restore, encrypted back
 	trap '$(PLAYBOOK) -i inventory/test-pitr ansible/destroy.yml -e "{\"labelstack_destroy_data\": true}"' EXIT; \
 	$(BIN)/pytest tests/integration/test_pitr.py --inventory inventory/test-pitr --deploy -m recovery \
 	  --junitxml=$(REPORTS)/recovery-pitr.xml
+	trap '$(PLAYBOOK) -i inventory/test-drill ansible/destroy.yml -e "{\"labelstack_destroy_data\": true}"' EXIT; \
+	$(BIN)/pytest tests/integration/test_drill.py --inventory inventory/test-drill --deploy -m recovery \
+	  --junitxml=$(REPORTS)/recovery-drill.xml
 
 test-upgrade: venv ## Upgrade a third stack (inventory/test-upgrade) from Label Studio 1.22.0; ~10 min, so not in `test`
 	$(BIN)/pytest tests/integration/test_upgrade.py --junitxml=$(REPORTS)/upgrade.xml

@@ -28,6 +28,12 @@ os.environ.update(ansible_environment())
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--inventory", default="inventory/local", help="inventory of the deployment under test")
     parser.addoption("--deploy", action="store_true", help="deploy to the inventory before testing")
+    parser.addoption(
+        "--secrets-dir",
+        default="",
+        help="the secrets folder (credentials.env) of the stack under test when it is not the inventory's"
+        " (make drill tests its throwaway stack on the inventory's host)",
+    )
 
 
 @contextmanager
@@ -62,9 +68,14 @@ def app_host(inventory: str, first_deploy: PlaybookRun | None) -> testinfra.host
 
 
 @pytest.fixture(scope="session")
-def deployment(inventory: str, app_host: testinfra.host.Host, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+def deployment(
+    request: pytest.FixtureRequest,
+    inventory: str,
+    app_host: testinfra.host.Host,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Deployment:
     with _exit_unless_deployed():
-        return load_deployment(inventory, app_host, tmp_path_factory)
+        return load_deployment(inventory, app_host, tmp_path_factory, str(request.config.getoption("--secrets-dir")))
 
 
 @pytest.fixture(scope="session")

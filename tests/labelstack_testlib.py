@@ -171,12 +171,13 @@ def inventory_host(inventory: str, pattern: str = "labelstack") -> testinfra.hos
     return hosts[0]
 
 
-def read_credentials(host: testinfra.host.Host, inventory: str) -> dict[str, str]:
+def read_credentials(host: testinfra.host.Host, inventory: str, secrets_dir: str = "") -> dict[str, str]:
     """The credentials.env of the stack on `host`.
 
-    It lies in labelstack_secrets_dir: the one fact of a deployment that cannot come from the file itself.
+    It lies in labelstack_secrets_dir (or `secrets_dir`: another stack on the host, such as make drill's): the one
+    fact of a deployment that cannot come from the file itself.
     """
-    path = f"{host_setting(host, 'labelstack_secrets_dir')}/{CREDENTIALS_FILE}"
+    path = f"{secrets_dir or host_setting(host, 'labelstack_secrets_dir')}/{CREDENTIALS_FILE}"
     creds_file = host.file(path)
     if not creds_file.exists:
         raise NotDeployedError(f"{path} not found on the host: deploy first (make deploy INVENTORY={inventory})")
@@ -236,9 +237,12 @@ class Deployment:
         return Api(self.url, self.api_key, timeout)
 
 
-def load_deployment(inventory: str, host: testinfra.host.Host, tmp: pytest.TempPathFactory) -> Deployment:
-    """The deployment of `inventory` on `host`, read from its credentials.env (trusting its generated CA)."""
-    creds = read_credentials(host, inventory)
+def load_deployment(
+    inventory: str, host: testinfra.host.Host, tmp: pytest.TempPathFactory, secrets_dir: str = ""
+) -> Deployment:
+    """The deployment of `inventory` on `host`, read from its credentials.env (trusting its generated CA); with
+    `secrets_dir`, the stack whose credentials.env lies there."""
+    creds = read_credentials(host, inventory, secrets_dir)
     try:
         return Deployment(
             inventory=inventory,
