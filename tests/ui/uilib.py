@@ -73,6 +73,10 @@ NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
 T = TypeVar("T")
 
 
+def button_xpath(label: str) -> str:
+    return f"//button[normalize-space(.)='{label}']"
+
+
 def proxy_key_pin(url: str, ca_bundle: str) -> str:
     """The key of the certificate `url` presents, as Chromium's --ignore-certificate-errors-spki-list takes it.
 
@@ -202,10 +206,20 @@ class Browser:
         return self.wait(displayed, f"{self.name}: nothing displayed matches {selector!r} on {self.path()}", timeout)
 
     def button(self, label: str) -> WebElement:
-        return self.element(By.XPATH, f"//button[normalize-space(.)='{label}']")
+        return self.element(By.XPATH, button_xpath(label))
+
+    def click(self, by: str, selector: str) -> None:
+        """Click the element once it is displayed. React re-renders often: an element replaced between finding and
+        clicking (StaleElementReferenceException) is found again and clicked, since the failed click did nothing."""
+
+        def clicked() -> bool:
+            self.element(by, selector).click()
+            return True
+
+        self.wait(clicked, f"{self.name}: could not click {selector!r} on {self.path()}")
 
     def click_button(self, label: str) -> None:
-        self.button(label).click()
+        self.click(By.XPATH, button_xpath(label))
 
     def fill(self, by: str, selector: str, text: str) -> None:
         """Replace an input's value by typing (select all first: React fills some inputs after rendering)."""
@@ -269,13 +283,13 @@ def log_in(browser: Browser, email: str, password: str) -> None:
     browser.fill(By.ID, "email", email)
     browser.fill(By.ID, "password", password)
     browser.step("login-form")
-    browser.element(By.CSS_SELECTOR, "button.login-button").click()
+    browser.click(By.CSS_SELECTOR, "button.login-button")
 
 
 def log_out(browser: Browser) -> None:
     """Log out from the user menu."""
-    browser.element(By.CSS_SELECTOR, USER_MENU).click()
-    browser.element(By.XPATH, "//a[normalize-space(.)='Log Out']").click()
+    browser.click(By.CSS_SELECTOR, USER_MENU)
+    browser.click(By.XPATH, "//a[normalize-space(.)='Log Out']")
 
 
 def open_data_manager(browser: Browser, project_id: int) -> None:
@@ -343,16 +357,16 @@ def choices_of(annotation: dict[str, JsonValue]) -> list[str]:
 def create_project_from_template(browser: Browser, title: str, group: str, template: str) -> int:
     """Create a project from the Projects page's dialog with one of Label Studio's templates; its id."""
     browser.open("/projects/")
-    browser.element(By.CSS_SELECTOR, CREATE_PROJECT).click()
+    browser.click(By.CSS_SELECTOR, CREATE_PROJECT)
     # The dialog fills in a default name ("New Project #N") after it renders: fill() types over it.
     browser.element(By.ID, "project_name")
     browser.wait(lambda: browser.element(By.ID, "project_name").get_attribute("value"), "no default project name")
     browser.fill(By.ID, "project_name", title)
-    browser.element(By.XPATH, "//*[normalize-space(text())='Labeling Setup']").click()
-    browser.element(By.XPATH, f"//li[normalize-space(text())='{group}']").click()
-    browser.element(
+    browser.click(By.XPATH, "//*[normalize-space(text())='Labeling Setup']")
+    browser.click(By.XPATH, f"//li[normalize-space(text())='{group}']")
+    browser.click(
         By.XPATH, f"//li[contains(@class,'lsf-templates-list__template')][.//*[normalize-space(text())='{template}']]"
-    ).click()
+    )
     browser.button("Browse Templates")  # the template's configuration is open
     browser.step(f"create-project-{template.lower().replace(' ', '-')}")
     browser.click_button("Save")
@@ -368,10 +382,10 @@ def import_file(browser: Browser, project_id: int, path: Path) -> None:
     browser.click_button("Import")
     browser.driver.find_element(By.CSS_SELECTOR, "input[type=file][name=file]").send_keys(str(path))
     browser.see(f"upload/{project_id}/")  # the server stored the file: the list shows the stored name
-    import_button = browser.button("Import")  # the dialog's, top right: element() takes the last one displayed
-    browser.wait(lambda: import_button.get_attribute("data-waiting") == "false", "the Import button stays busy")
+    # The dialog's Import button, top right: element() takes the last one displayed.
+    browser.wait(lambda: browser.button("Import").get_attribute("data-waiting") == "false", "the Import button stays busy")
     browser.step("import-dialog")
-    import_button.click()
+    browser.click_button("Import")
 
 
 def connect_model(browser: Browser, project_id: int, url: str, user: str, password: str) -> None:
@@ -381,7 +395,7 @@ def connect_model(browser: Browser, project_id: int, url: str, user: str, passwo
     browser.fill(By.NAME, "title", "labelstack")
     browser.fill(By.NAME, "url", url)
     browser.click_button("No Authentication")
-    browser.element(By.XPATH, "//*[normalize-space(text())='Basic Authentication']").click()
+    browser.click(By.XPATH, "//*[normalize-space(text())='Basic Authentication']")
     browser.fill(By.NAME, "basic_auth_user", user)
     browser.fill(By.NAME, "basic_auth_pass", password)
     browser.step("connect-model")
