@@ -383,7 +383,9 @@ def import_file(browser: Browser, project_id: int, path: Path) -> None:
     browser.driver.find_element(By.CSS_SELECTOR, "input[type=file][name=file]").send_keys(str(path))
     browser.see(f"upload/{project_id}/")  # the server stored the file: the list shows the stored name
     # The dialog's Import button, top right: element() takes the last one displayed.
-    browser.wait(lambda: browser.button("Import").get_attribute("data-waiting") == "false", "the Import button stays busy")
+    browser.wait(
+        lambda: browser.button("Import").get_attribute("data-waiting") == "false", "the Import button stays busy"
+    )
     browser.step("import-dialog")
     browser.click_button("Import")
 
