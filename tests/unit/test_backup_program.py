@@ -57,6 +57,7 @@ class Stack:
     def write_config(self, keep: int = 7, keep_days: int = 0) -> None:
         self.config.write_text(
             f"""PROJECT=unit
+NAME_PATTERN='^[0-9]{{8}}T[0-9]{{6}}Z$'
 BACKUP_DIR={self.backups}
 KEEP={keep}
 KEEP_DAYS={keep_days}
