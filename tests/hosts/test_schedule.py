@@ -40,7 +40,7 @@ def scheduled_backups(log: str) -> list[str]:
         elif found:
             assert running is not None, f"run {found.group(1)} ended without a start:\n{log[-3000:]}"
             assert running[0] == found.group(1), f"run {found.group(1)} ended while run {running[0]} ran"
-            if running[1] == "schedule" and found.group(4) == "ok" and current:
+            if running[1] == "schedule" and found.group(4).startswith("ok ") and current:
                 names.append(current)
             running = None
         elif backup := re.search(r"^Backup ([0-9]{8}T[0-9]{6}Z) \(", line):
