@@ -38,7 +38,9 @@ def deploy_or_exit(playbook: str, *args: str) -> PlaybookRun:
 class Provisioned:
     """The deploy runs made against the fresh hosts."""
 
-    docker_run: PlaybookRun  # Docker installed on both hosts, network still open (it needs the Debian mirror)
+    docker_run: (
+        PlaybookRun  # Docker (and cron) installed on both hosts, network still open (it needs the Debian mirror)
+    )
     first_run: PlaybookRun  # the stack, with the app host offline and images from the bundle
     second_run: PlaybookRun  # the same, with the app host's package lists hours old
 
@@ -57,7 +59,8 @@ def provisioned(request: pytest.FixtureRequest) -> Iterator[Provisioned]:
 def provision() -> Provisioned:
     testhosts("up")
     deploy_or_exit("bundle.yml")
-    docker_run = deploy_or_exit("site.yml", "--tags", "docker_engine")
+    # cron too (the scheduled backups of inventory/test-hosts): the app host has no mirror once offline.
+    docker_run = deploy_or_exit("site.yml", "--tags", "docker_engine,labelstack_packages")
     testhosts("offline", "app")
     first_run = deploy_or_exit("site.yml")
     # Hours later apt would refresh its lists before installing: the offline app host must not need to.

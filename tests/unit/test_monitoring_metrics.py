@@ -228,8 +228,7 @@ def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
         for path in (
             "compose/ml-backend/labelstack_ml/metrics.py",
             "compose/monitoring/app-exporter/app_exporter.py",
-            "ansible/roles/labelstack/tasks/steps/monitoring-backup-metric.yml",
-            "ansible/roles/labelstack/tasks/steps/offsite-push.yml",
+            "ansible/roles/labelstack/files/labelstack-backup",
         )
     )
     read = set(re.findall(r"labelstack_[a-z0-9_]+", exprs))
