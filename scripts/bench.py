@@ -81,13 +81,16 @@ START_TIMEOUT = 600  # seconds for the quick start's first boot (migrations on S
 SENTENCE = "the quick brown fox jumps over a lazy dog while labelers annotate every sentence"
 SCALE_SIZES = (20000, 200000)
 QUICK_SCALE_SIZES = (200, 400)
-# What the browser sends. The Data Manager reads 30 tasks a page until the user picks another size
-# (DEFAULT_PAGE_SIZE of its Pagination component); the projects page lists 30 projects, then asks for the
-# counters of those it shows (web/apps/labelstudio/src/pages/Projects/Projects.jsx); the Data Manager polls
-# its project's counters every 20 s (AppStore.fetchProject with interaction "timer").
+# What the browser sends (Label Studio 1.23.2's front end, read from its source maps in web/dist). Its API client
+# drops trailing slashes and adds ?project=<id> to every Data Manager request (and "project" to their bodies);
+# Label Studio then resolves each such path twice (CommonMiddlewareAppendSlashWithoutRedirect), a cost the
+# browser pays too. The Data Manager reads 30 tasks a page until the user picks another size (DEFAULT_PAGE_SIZE
+# of its Pagination component); the projects page lists 30 projects, then asks for the counters of those it
+# shows (pages/Projects/Projects.jsx); the Data Manager polls /api/dm/project every 20 s for its counters
+# (AppStore.fetchProject with interaction "timer").
 DM_PAGE_SIZE = 30
 PROJECTS_PAGE_SIZE = 30
-PROJECT_LIST_FIELDS = "id,title,created_by,created_at,color,is_published,assignment_settings"
+PROJECT_LIST_FIELDS = "id,title,created_by,created_at,color,is_published,assignment_settings,state"
 PROJECT_COUNT_FIELDS = (
     "id,description,num_tasks_with_annotations,task_number,skipped_annotations_number,total_annotations_number,"
     "total_predictions_number,ground_truth_number,finished_task_number"
@@ -197,13 +200,29 @@ class DmFilter:
 DM_FILTERS = (
     DmFilter(
         "filter_unlabeled",
-        ({"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},),
+        (
+            {
+                "filter": "filter:tasks:total_annotations",
+                "operator": "equal",
+                "value": 0,
+                "child_filter": None,
+                "type": "Number",
+            },
+        ),
         (),
         "filter",
     ),
     DmFilter(
         "filter_text",
-        ({"filter": "filter:tasks:data.text", "operator": "contains", "type": "String", "value": FILTER_WORD},),
+        (
+            {
+                "filter": "filter:tasks:data.text",
+                "operator": "contains",
+                "value": FILTER_WORD,
+                "child_filter": None,
+                "type": "String",
+            },
+        ),
         (),
         "filter",
     ),
@@ -464,7 +483,7 @@ def run_workload(client: Client, workload: Workload, result: SideResult) -> None
 def dm_hidden_columns(client: Client, project: int) -> dict[str, list[str]]:
     """The hidden columns a new Data Manager tab starts with (TabStore.fetchColumns: each column's
     visibility_defaults). They matter: Label Studio computes only the fields of visible columns."""
-    columns = client.call("GET", "/api/dm/columns/", params={"project": project}).json()["columns"]
+    columns = client.call("GET", "/api/dm/columns", params={"project": project}).json()["columns"]
 
     def path(column: dict[str, Any]) -> str:
         parent = next(
@@ -497,7 +516,9 @@ def dm_tab(hidden: dict[str, list[str]], dm_filter: DmFilter | None) -> dict[str
         "columnsWidth": {},
         "columnsDisplayType": {},
         "gridWidth": 4,
+        "gridFitImagesToWidth": False,
         "semantic_search": [],
+        "agreement_selected": {},
     }
 
 
@@ -543,7 +564,12 @@ def run_filter(
     """p95 of one filter. Every client has its own tab, created as the browser creates a new one (no filter)
     before the clock starts."""
     tabs = [
-        client.call("POST", "/api/dm/views/", json={"data": dm_tab(hidden, None), "project": project}).json()["id"]
+        client.call(
+            "POST",
+            "/api/dm/views",
+            params={"project": project},
+            json={"data": dm_tab(hidden, None), "project": project},
+        ).json()["id"]
         for _ in range(workload.clients)
     ]
     data = dm_tab(hidden, dm_filter)
@@ -552,7 +578,7 @@ def run_filter(
     def apply(number: int) -> None:
         tab = tabs[number % len(tabs)]
         params = {"interaction": dm_filter.interaction, "project": project}
-        client.call("PATCH", f"/api/dm/views/{tab}/", params=params, json={"id": tab, "data": data, "project": project})
+        client.call("PATCH", f"/api/dm/views/{tab}", params=params, json={"id": tab, "data": data, "project": project})
         params.update(page=1, page_size=DM_PAGE_SIZE, view=tab)
         wrong = check(client.call("GET", "/api/tasks", params=params).json())
         if wrong:
@@ -573,14 +599,14 @@ def run_counts(client: Client, project: int, workload: Workload, result: SideRes
 
     def projects_page(_: int) -> None:
         params = {"page": 1, "page_size": PROJECTS_PAGE_SIZE, "include": PROJECT_LIST_FIELDS}
-        client.call("GET", "/api/projects/", params=params)
+        client.call("GET", "/api/projects", params=params)
         params = {"ids": project, "include": PROJECT_COUNT_FIELDS, "page_size": PROJECTS_PAGE_SIZE}
-        listed = client.call("GET", "/api/projects/", params=params).json()["results"]
+        listed = client.call("GET", "/api/projects", params=params).json()["results"]
         verify("the projects page", next((p for p in listed if p["id"] == project), {}))
 
     def dm_poll(_: int) -> None:
-        params = {"interaction": "timer", "include": DM_POLL_FIELDS}
-        verify("the Data Manager poll", client.call("GET", f"/api/projects/{project}/", params=params).json())
+        params = {"interaction": "timer", "include": DM_POLL_FIELDS, "project": project}
+        verify("the Data Manager poll", client.call("GET", "/api/dm/project", params=params).json())
 
     samples = list(range(workload.filter_samples))
     _, result.project_counts_p95_ms = concurrently(projects_page, samples, workload.clients)

@@ -113,7 +113,7 @@ class _Columns:
         self.columns = columns
 
     def call(self, method: str, path: str, **kwargs: object) -> SimpleNamespace:
-        assert (method, path) == ("GET", "/api/dm/columns/")
+        assert (method, path) == ("GET", "/api/dm/columns")
         return SimpleNamespace(json=lambda: {"columns": self.columns})
 
 
