@@ -184,6 +184,7 @@ class SideResult:
     exported_tasks: int = 0
     exported_annotations: int = 0
     duration_s: float = 0.0
+    phases_s: dict[str, float] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
 
 
@@ -407,6 +408,16 @@ def import_tasks(client: Client, project: int, workload: Workload, result: SideR
     log(f"{result.name}: imported {workload.tasks} tasks in {result.import_s:.1f}s ({len(bodies)} requests)")
 
 
+@contextmanager
+def phase(result: SideResult, name: str) -> Iterator[None]:
+    """Records a phase's wall time (requests and checks) in result.phases_s: where a run's minutes go."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.phases_s[name] = round(time.perf_counter() - start, 1)
+
+
 def run_workload(client: Client, workload: Workload, result: SideResult) -> None:
     """Create a project, run the phases, check the export, delete the project."""
     began = time.perf_counter()
@@ -416,65 +427,79 @@ def run_workload(client: Client, workload: Workload, result: SideResult) -> None
         "POST", "/api/projects", json={"title": f"bench-{secrets.token_hex(4)}", "label_config": LABEL_CONFIG}
     ).json()["id"]
     try:
-        import_tasks(client, project, workload, result)
-
-        listing = client.call(
-            "GET", "/api/tasks", params={"project": project, "page_size": workload.annotations, "fields": "task_only"}
-        ).json()
-        task_ids = [t["id"] for t in listing["tasks"]]
-        if len(task_ids) < workload.annotations:
-            raise BenchError(f"{result.name}: {len(task_ids)} tasks listed, need {workload.annotations}")
-        payload = {
-            "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["positive"]}}]
-        }
-
-        def annotate(task: int) -> None:
-            client.call("POST", f"/api/tasks/{task}/annotations?project={project}", json=payload)
-
-        result.annotations_per_s, result.annotation_p95_ms = concurrently(annotate, task_ids, workload.clients)
-        log(f"{result.name}: {result.annotations_per_s:.1f} annotations/s, p95 {result.annotation_p95_ms:.0f} ms")
-
-        n_pages = max(1, workload.tasks // PAGE_SIZE)
-
-        def page(number: int) -> None:
-            params = {"project": project, "page": number % n_pages + 1, "page_size": PAGE_SIZE}
-            got = len(client.call("GET", "/api/tasks", params=params).json()["tasks"])
-            if got != min(PAGE_SIZE, workload.tasks):
-                raise BenchError(f"{result.name}: page {params['page']} held {got} tasks")
-
-        result.pages_per_s, result.page_p95_ms = concurrently(page, list(range(workload.pages)), workload.clients)
-        log(f"{result.name}: {result.pages_per_s:.1f} pages/s, p95 {result.page_p95_ms:.0f} ms")
-
+        with phase(result, "import"):
+            import_tasks(client, project, workload, result)
+        with phase(result, "annotations"):
+            annotate(client, project, workload, result)
+        with phase(result, "pages"):
+            read_pages(client, project, workload, result)
         if workload.scale:
-            run_filters(client, project, workload, result)
-            run_counts(client, project, workload, result)
-
-        start = time.perf_counter()
-        with tempfile.TemporaryFile() as spool:
-            response = client.call(
-                "GET",
-                f"/api/projects/{project}/export",
-                params={"exportType": "JSON", "download_all_tasks": "true"},
-                stream=True,
-            )
-            for chunk in response.iter_content(1 << 20):
-                spool.write(chunk)
-            result.export_s = time.perf_counter() - start
-            spool.seek(0)
-            exported = json.load(spool)
-        result.exported_tasks = len(exported)
-        result.exported_annotations = sum(len(t.get("annotations") or []) for t in exported)
-        log(f"{result.name}: exported {result.exported_tasks} tasks in {result.export_s:.1f}s")
-        if (result.exported_tasks, result.exported_annotations) != (workload.tasks, workload.annotations):
-            raise BenchError(
-                f"{result.name}: exported {result.exported_tasks} tasks / {result.exported_annotations} annotations,"
-                f" expected {workload.tasks} / {workload.annotations}"
-            )
+            with phase(result, "filters"):
+                run_filters(client, project, workload, result)
+            with phase(result, "counts"):
+                run_counts(client, project, workload, result)
+        with phase(result, "export"):
+            export(client, project, workload, result)
     finally:
-        start = time.perf_counter()
-        client.call("DELETE", f"/api/projects/{project}", ok=(204, 404))
-        result.delete_s = time.perf_counter() - start
-        result.duration_s = time.perf_counter() - began
+        with phase(result, "delete"):
+            client.call("DELETE", f"/api/projects/{project}", ok=(204, 404))
+        result.delete_s = result.phases_s["delete"]
+        result.duration_s = round(time.perf_counter() - began, 1)
+
+
+def annotate(client: Client, project: int, workload: Workload, result: SideResult) -> None:
+    listing = client.call(
+        "GET", "/api/tasks", params={"project": project, "page_size": workload.annotations, "fields": "task_only"}
+    ).json()
+    task_ids = [t["id"] for t in listing["tasks"]]
+    if len(task_ids) < workload.annotations:
+        raise BenchError(f"{result.name}: {len(task_ids)} tasks listed, need {workload.annotations}")
+    payload = {
+        "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["positive"]}}]
+    }
+
+    def one(task: int) -> None:
+        client.call("POST", f"/api/tasks/{task}/annotations?project={project}", json=payload)
+
+    result.annotations_per_s, result.annotation_p95_ms = concurrently(one, task_ids, workload.clients)
+    log(f"{result.name}: {result.annotations_per_s:.1f} annotations/s, p95 {result.annotation_p95_ms:.0f} ms")
+
+
+def read_pages(client: Client, project: int, workload: Workload, result: SideResult) -> None:
+    n_pages = max(1, workload.tasks // PAGE_SIZE)
+
+    def page(number: int) -> None:
+        params = {"project": project, "page": number % n_pages + 1, "page_size": PAGE_SIZE}
+        got = len(client.call("GET", "/api/tasks", params=params).json()["tasks"])
+        if got != min(PAGE_SIZE, workload.tasks):
+            raise BenchError(f"{result.name}: page {params['page']} held {got} tasks")
+
+    result.pages_per_s, result.page_p95_ms = concurrently(page, list(range(workload.pages)), workload.clients)
+    log(f"{result.name}: {result.pages_per_s:.1f} pages/s, p95 {result.page_p95_ms:.0f} ms")
+
+
+def export(client: Client, project: int, workload: Workload, result: SideResult) -> None:
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as spool:
+        response = client.call(
+            "GET",
+            f"/api/projects/{project}/export",
+            params={"exportType": "JSON", "download_all_tasks": "true"},
+            stream=True,
+        )
+        for chunk in response.iter_content(1 << 20):
+            spool.write(chunk)
+        result.export_s = time.perf_counter() - start
+        spool.seek(0)
+        exported = json.load(spool)
+    result.exported_tasks = len(exported)
+    result.exported_annotations = sum(len(t.get("annotations") or []) for t in exported)
+    log(f"{result.name}: exported {result.exported_tasks} tasks in {result.export_s:.1f}s")
+    if (result.exported_tasks, result.exported_annotations) != (workload.tasks, workload.annotations):
+        raise BenchError(
+            f"{result.name}: exported {result.exported_tasks} tasks / {result.exported_annotations} annotations,"
+            f" expected {workload.tasks} / {workload.annotations}"
+        )
 
 
 # ---------------------------------------------------------------- scale runs: Data Manager filters, project counts
@@ -886,7 +911,13 @@ def scale_markdown(report: dict[str, Any]) -> str:
         f" {report['duration_s'] / 60:.1f} min.",
     ]
     for size in sizes:
-        lines += ["", f"**{size} tasks**", "", *side_table(runs[size], SCALE_FIGURES, SCALE_TARGETS)]
+        lines += ["", f"**{size} tasks**", "", *side_table(runs[size], SCALE_FIGURES, SCALE_TARGETS), ""]
+        lines += [
+            f"Wall time of the {name} run: {side['duration_s']:.0f} s ("
+            + ", ".join(f"{phase} {seconds:.0f}" for phase, seconds in side["phases_s"].items())
+            + ")."
+            for name, side in runs[size].items()
+        ]
     if len(sizes) > 1:
         first, last = sizes[0], sizes[-1]
         curve = {side: growth(runs, side) for side in ("deployed", "quickstart")}

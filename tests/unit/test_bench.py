@@ -139,9 +139,10 @@ def test_a_new_tab_hides_what_the_columns_hide_by_default_with_their_full_path()
 def _side(tasks: int, page_p95: float, filters: float) -> dict[str, Any]:
     figures: dict[str, Any] = {key: 1.0 for key, _ in bench.SCALE_FIGURES}
     keys = ("filter_unlabeled_p95_ms", "filter_text_p95_ms", "filter_score_p95_ms")
+    timing = {"duration_s": 61.0, "phases_s": {"import": 2.0, "filters": 30.4}}
     return dict(
-        figures, tasks=tasks, page_p95_ms=page_p95, exported_tasks=tasks, settings={}, **dict.fromkeys(keys, filters)
-    )
+        figures, tasks=tasks, page_p95_ms=page_p95, exported_tasks=tasks, settings={}, **timing
+    ) | dict.fromkeys(keys, filters)
 
 
 def test_scale_report_holds_each_size_the_ratios_and_the_cost_curve() -> None:
@@ -171,6 +172,7 @@ def test_scale_report_holds_each_size_the_ratios_and_the_cost_curve() -> None:
     assert "| filter: tasks without annotations, p95 (ms) | 80.0 | 100.0 | 0.8 | <= 0.5 NO |" in table
     assert "| page p95 (ms) | 100.0 | 200.0 | 2.0 | 400.0 | 500.0 | 1.25 | <= 1.5 NO |" in table
     assert "imported in one request" in table
+    assert "Wall time of the quickstart run: 61 s (import 2, filters 30)." in table
 
 
 def test_scale_arguments_default_to_the_issue_sizes_and_sixteen_clients() -> None:
