@@ -614,10 +614,11 @@ def run_filter(
 
 def run_counts(client: Client, project: int, workload: Workload, result: SideResult) -> None:
     """The projects page (list, then the counters of the projects shown: here the benchmark's own) and the
-    Data Manager's poll of its project's counters, each checked against what was imported and annotated."""
-    expected = {"task_number": workload.tasks, "num_tasks_with_annotations": workload.annotations}
+    Data Manager's poll of its project's counters, each checked against what was imported and annotated
+    (the projects list annotates the counters it is asked for; the poll's view adds task_count and
+    annotation_count to the project's serializer, whose counter fields stay empty there)."""
 
-    def verify(what: str, counts: dict[str, Any]) -> None:
+    def verify(what: str, counts: dict[str, Any], expected: dict[str, int]) -> None:
         got = {key: counts.get(key) for key in expected}
         if got != expected:
             raise BenchError(f"{result.name}: {what} counted {got}, expected {expected}")
@@ -627,11 +628,19 @@ def run_counts(client: Client, project: int, workload: Workload, result: SideRes
         client.call("GET", "/api/projects", params=params)
         params = {"ids": project, "include": PROJECT_COUNT_FIELDS, "page_size": PROJECTS_PAGE_SIZE}
         listed = client.call("GET", "/api/projects", params=params).json()["results"]
-        verify("the projects page", next((p for p in listed if p["id"] == project), {}))
+        ours = next((p for p in listed if p["id"] == project), {})
+        verify(
+            "the projects page",
+            ours,
+            {"task_number": workload.tasks, "num_tasks_with_annotations": workload.annotations},
+        )
 
     def dm_poll(_: int) -> None:
         params = {"interaction": "timer", "include": DM_POLL_FIELDS, "project": project}
-        verify("the Data Manager poll", client.call("GET", "/api/dm/project", params=params).json())
+        counts = client.call("GET", "/api/dm/project", params=params).json()
+        verify(
+            "the Data Manager poll", counts, {"task_count": workload.tasks, "annotation_count": workload.annotations}
+        )
 
     samples = list(range(workload.filter_samples))
     _, result.project_counts_p95_ms = concurrently(projects_page, samples, workload.clients)
