@@ -28,7 +28,7 @@ from the first size to the last (the cost curve) and the targets of issue 18.
 
 Results: <output dir>/<UTC time>.json and .md (ratios deployed ÷ quick start, the machine, the load), also
 copied to latest.json / latest.md. --quick runs a small workload (a few minutes, used by the test suite); with
---scale, at 200 and 400 tasks.
+--scale, at 200 and 400 tasks with half its annotations and pages each.
 """
 
 from __future__ import annotations
@@ -1002,7 +1002,12 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--credentials", type=Path, help="credentials.env of the deployed stack")
     target.add_argument("--inventory", help="inventory whose stack (on this machine) is measured")
-    parser.add_argument("--quick", action="store_true", help="small workload: 500 tasks, 40 annotations, 20 pages")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small workload: 500 tasks, 40 annotations, 20 pages (with --scale: 200 and 400 tasks, 20 annotations,"
+        " 10 pages, 4 clients, 8 samples)",
+    )
     parser.add_argument("--tasks", type=int, help="tasks imported (default 20000, --quick 500)")
     parser.add_argument("--annotations", type=int, help="annotations created (default 400, --quick 40)")
     parser.add_argument("--pages", type=int, help="task-list pages fetched (default 200, --quick 20)")
@@ -1055,13 +1060,22 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
         parser.error("--tasks is for a single-size run; a scale run takes --scale-sizes")
     if not args.scale and (args.scale_sizes or args.filter_samples):
         parser.error("--scale-sizes and --filter-samples need --scale")
+    # (annotations, pages, clients, filter samples) by (--quick, --scale). --quick --scale runs in `make test`: two
+    # sizes, so half the annotations and pages of --quick each, and 4 clients (each creates a tab per filter).
+    defaults = {
+        (False, False): (400, 200, 8, 0),
+        (True, False): (40, 20, 8, 0),
+        (False, True): (400, 200, 16, 32),
+        (True, True): (20, 10, 4, 8),
+    }
+    annotations, pages, clients, samples = defaults[(small, args.scale)]
     base = Workload(
         tasks=args.tasks or (500 if small else 20000),
-        annotations=args.annotations or (40 if small else 400),
-        pages=args.pages or (20 if small else 200),
-        clients=args.clients or (16 if args.scale else 8),
+        annotations=args.annotations or annotations,
+        pages=args.pages or pages,
+        clients=args.clients or clients,
         scale=args.scale,
-        filter_samples=args.filter_samples or ((8 if small else 32) if args.scale else 0),
+        filter_samples=args.filter_samples or samples,
         import_chunk=max(0, args.import_chunk),
     )
     sizes = (args.scale_sizes or (QUICK_SCALE_SIZES if small else SCALE_SIZES)) if args.scale else (base.tasks,)

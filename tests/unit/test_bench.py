@@ -183,3 +183,8 @@ def test_scale_arguments_default_to_the_issue_sizes_and_sixteen_clients() -> Non
     assert [(w.tasks, w.clients) for w in workloads] == [(1000, 4), (5000, 4)]
     _, workloads = bench.parse_arguments(["--quick"])
     assert [(w.tasks, w.clients, w.scale) for w in workloads] == [(500, 8, False)]
+    _, workloads = bench.parse_arguments(["--quick", "--scale"])
+    assert [(w.tasks, w.annotations, w.pages, w.clients, w.filter_samples) for w in workloads] == [
+        (200, 20, 10, 4, 8),
+        (400, 20, 10, 4, 8),
+    ]
