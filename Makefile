@@ -83,7 +83,7 @@ projects-export: venv ## Write the projects of INVENTORY's stack as labelstack_p
 	$(PLAYBOOK) -i $(INVENTORY) ansible/projects-export.yml \
 	  -e '{"labelstack_projects_export_file": "$(abspath $(PROJECTS_FILE))"}' $(ANSIBLE_ARGS)
 
-bench: venv ## Benchmark the stack of INVENTORY (this machine) against the quick start; results in reports/bench
+bench: venv ## Benchmark the stack of INVENTORY (this machine) against the quick start; results in reports/bench (BENCH_ARGS=--scale: 20k and 200k tasks, filters, cost curve)
 	$(BIN)/python scripts/bench.py --inventory $(INVENTORY) --output-dir $(REPORTS)/bench $(BENCH_ARGS)
 
 bench-backup: venv ## Time backup and restore of a 20k-task project on TEST_INVENTORY (replaces its data)

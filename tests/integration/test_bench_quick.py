@@ -1,8 +1,10 @@
-"""`scripts/bench.py --quick` against the deployment under test, so the benchmark cannot silently rot.
+"""`scripts/bench.py --quick --scale` against the deployment under test, so the benchmark cannot silently rot.
 
-It must run to the end on both sides (the deployed stack and a quick start it starts and stops itself), write
-its results, and export on each side exactly what it imported and annotated. Speed is the benchmark's business
-(its numbers live in the README); nothing here is timed.
+It must run to the end on both sides (the deployed stack and a quick start it starts and stops itself) at both
+quick sizes, write its results, and export on each side exactly what it imported and annotated. The scale mode
+runs the whole workload of a plain `make bench` plus the Data Manager filters and project counts, whose answers
+bench.py itself checks on both sides (totals, the first page's tasks, their order). Speed is the benchmark's
+business (its numbers live in the README); nothing here is timed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from labelstack_testlib import REPO, Deployment
 TIMEOUT = 1800
 
 
-def test_quick_bench_runs_and_exports_what_it_imported(deployment: Deployment, tmp_path: Path) -> None:
+def test_quick_scale_bench_runs_filters_and_counts_and_exports_what_it_imported(
+    deployment: Deployment, tmp_path: Path
+) -> None:
     credentials = dict(deployment.credentials)
     if deployment.ca_bundle:  # the host's CA path, copied here by the deployment fixture
         credentials["LABELSTACK_CA_CERT"] = deployment.ca_bundle
@@ -31,19 +35,26 @@ def test_quick_bench_runs_and_exports_what_it_imported(deployment: Deployment, t
     env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
 
     run = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--credentials", str(creds_file),
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--scale", "--credentials", str(creds_file),
          "--output-dir", str(out)],
         capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False,
     )  # fmt: skip
 
-    assert run.returncode == 0, f"bench.py --quick failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, f"bench.py --quick --scale failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     report = json.loads((out / "latest.json").read_text())
-    assert (out / "latest.md").read_text().count("| exported tasks |") == 1
-    workload = report["workload"]
+    sizes = report["workload"]["sizes"]
+    assert len(sizes) == 2, f"two quick sizes expected, got {sizes}"
+    table = (out / "latest.md").read_text()
+    assert table.count("| exported tasks |") == 3, "a table per size and the cost curve expected"
+    annotations = report["workload"]["annotations"]
+    for size in sizes:
+        for side in ("deployed", "quickstart"):
+            figures = report["sizes"][str(size)][side]
+            assert (figures["exported_tasks"], figures["exported_annotations"]) == (size, annotations), (
+                f"{side} at {size}: exported counts differ from what was imported and annotated"
+            )
+            assert figures["peak_rss_mib"] > 0, f"{side} at {size}: no resident memory measured"
+            for key in ("filter_unlabeled", "filter_text", "filter_score", "project_counts", "dm_counts"):
+                assert figures[f"{key}_p95_ms"] > 0, f"{side} at {size}: {key} not measured"
     for side in ("deployed", "quickstart"):
-        figures = report["sides"][side]
-        assert (figures["exported_tasks"], figures["exported_annotations"]) == (
-            workload["tasks"],
-            workload["annotations"],
-        ), f"{side}: exported counts differ from what was imported and annotated"
-        assert figures["peak_rss_mib"] > 0, f"{side}: no resident memory measured"
+        assert report["growth"][side]["page_p95_ms"] is not None, f"{side}: no cost curve"
