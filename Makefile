@@ -24,7 +24,7 @@ PLAYBOOK := $(BIN)/ansible-playbook
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv browser deploy bundle test-hosts test-upgrade test-recovery test-monitoring check down destroy backup restore drill backup-status export projects projects-export bench bench-backup lint unit smoke test lock clean
+.PHONY: help venv browser deploy bundle test-hosts test-ha test-upgrade test-recovery test-monitoring check down destroy backup restore drill backup-status export projects projects-export bench bench-backup lint unit smoke test lock clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -132,6 +132,10 @@ test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a 
 	$(BIN)/pytest tests/hosts --keep-testhosts --junitxml=$(REPORTS)/hosts.xml; \
 	$(BIN)/pytest tests/infra tests/smoke tests/ml/test_ml_backend.py tests/ml/test_deploy_wiring.py \
 	  --inventory inventory/test-hosts --junitxml=$(REPORTS)/hosts-smoke.xml
+
+test-ha: venv ## Provision four fresh SSH test hosts (3 Patroni/etcd db hosts + app behind HAProxy), fail the primary over twice, remove them; ~25 min, so not in `test`
+	trap 'scripts/testhosts.sh --set ha down' EXIT; \
+	$(BIN)/pytest tests/ha --keep-ha-testhosts --junitxml=$(REPORTS)/ha.xml
 
 lock: ## Regenerate requirements.lock from requirements.in
 	rm -rf .venv-lock && python3 -m venv .venv-lock

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Fresh "servers" for testing deploys over SSH: privileged containers made from the debootstrap base,
 # running sshd and Python and nothing else, reached only on 127.0.0.1 with a throwaway key.
-# inventory/test-hosts describes them; tests/hosts drives them.
+# Two sets that can run side by side (own containers, network, SSH ports and key folder):
+# `default` (inventory/test-hosts, tests/hosts) and `ha` (inventory/test-ha, tests/ha).
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
-Usage: scripts/testhosts.sh [--dir DIR] COMMAND
+Usage: scripts/testhosts.sh [--set SET] [--dir DIR] COMMAND
 
 Commands:
   up            build the test-host image, create the throwaway SSH key and start the hosts (idempotent)
@@ -15,28 +16,29 @@ Commands:
   offline NAME  block NAME's outbound traffic except to the other test hosts (air-gapped deploys)
   online NAME   lift that block
 
-Hosts (name, SSH port on 127.0.0.1, address on the test network, more published ports):
+Hosts of set `default` (name, SSH port on 127.0.0.1, address on network labelstack-th, more published ports):
   app  127.0.0.1:22201  10.213.7.10  127.0.0.1:22443 -> 8443 (Label Studio over HTTPS)
   db   127.0.0.1:22202  10.213.7.11
 
+Hosts of set `ha` (containers labelstack-ha-*, network labelstack-ha):
+  app  127.0.0.1:22211  10.213.17.10  127.0.0.1:22453 -> 8443 (Label Studio over HTTPS)
+  db1  127.0.0.1:22212  10.213.17.11
+  db2  127.0.0.1:22213  10.213.17.12
+  db3  127.0.0.1:22214  10.213.17.13
+
 Options:
-  --dir DIR     where the key and known_hosts live (env TESTHOSTS_DIR, default .testhosts, gitignored)
+  --set SET     default or ha (env TESTHOSTS_SET, default `default`)
+  --dir DIR     where the key and known_hosts live (env TESTHOSTS_DIR, default .testhosts for set default,
+                .testhosts-ha for set ha; gitignored)
   -h, --help    this text
 USAGE
 }
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dir=${TESTHOSTS_DIR:-$repo/.testhosts}
+set=${TESTHOSTS_SET:-default}
+dir=${TESTHOSTS_DIR:-}
 base_image=labelstack/debian:bookworm
 image=labelstack/testhost:latest
-prefix=labelstack-th
-network=$prefix
-subnet=10.213.7.0/24
-# name ssh-port address extra-publish (comma-separated, may be empty)
-hosts=(
-  "app 22201 10.213.7.10 127.0.0.1:22443:8443"
-  "db 22202 10.213.7.11 -"
-)
 offline_chain=LABELSTACK-OFFLINE
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -44,6 +46,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 command=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --set) set=${2:-}; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     up|down|status) command=$1; shift ;;
@@ -52,6 +55,32 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -n $command ]] || { usage >&2; exit 2; }
+
+# name ssh-port address extra-publish (comma-separated, may be empty)
+case "$set" in
+  default)
+    prefix=labelstack-th
+    subnet=10.213.7.0/24
+    hosts=(
+      "app 22201 10.213.7.10 127.0.0.1:22443:8443"
+      "db 22202 10.213.7.11 -"
+    )
+    dir=${dir:-$repo/.testhosts}
+    ;;
+  ha)
+    prefix=labelstack-ha
+    subnet=10.213.17.0/24
+    hosts=(
+      "app 22211 10.213.17.10 127.0.0.1:22453:8443"
+      "db1 22212 10.213.17.11 -"
+      "db2 22213 10.213.17.12 -"
+      "db3 22214 10.213.17.13 -"
+    )
+    dir=${dir:-$repo/.testhosts-ha}
+    ;;
+  *) echo "FAIL: unknown host set '$set' (default or ha, see --help)" >&2; exit 2 ;;
+esac
+network=$prefix
 docker version >/dev/null 2>&1 || fail "the Docker engine does not answer on its socket"
 
 container_of() { echo "$prefix-$1"; }
@@ -61,7 +90,7 @@ host_row() {
   for row in "${hosts[@]}"; do
     [[ ${row%% *} == "$1" ]] && { echo "$row"; return 0; }
   done
-  fail "no test host named '$1' (hosts: app, db)"
+  fail "no test host named '$1' in set $set (hosts: $(printf '%s\n' "${hosts[@]}" | cut -d' ' -f1 | paste -sd' '))"
 }
 
 ensure_image() {
@@ -94,7 +123,7 @@ start_host() {
     --network "$network" --ip "$address" "${publish[@]}" \
     --volume "$container-docker:/var/lib/docker" \
     --volume "$dir/id_ed25519.pub:/root/.ssh/authorized_keys:ro" \
-    --label labelstack.testhost=true "$image" >/dev/null
+    --label labelstack.testhost=true --label "labelstack.testhost.set=$set" "$image" >/dev/null
 }
 
 # known_hosts from the keys each host generated, so SSH checks host keys strictly.
@@ -153,7 +182,7 @@ down() {
 }
 
 status() {
-  docker ps --all --filter label=labelstack.testhost=true --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'
+  docker ps --all --filter "name=^$prefix-" --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'
 }
 
 # Inside the host: outbound traffic (its own and its containers') may only answer connections or go to

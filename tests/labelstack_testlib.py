@@ -129,6 +129,30 @@ def finish_playbook(proc: subprocess.Popen[str], timeout: int = 3600) -> Playboo
     return PlaybookRun(proc.returncode, output)
 
 
+# ---------------------------------------------------------------- fresh servers (scripts/testhosts.sh)
+
+TESTHOSTS = REPO / "scripts" / "testhosts.sh"
+
+
+def testhosts(host_set: str, *args: str) -> str:
+    """Run scripts/testhosts.sh on a host set (default: tests/hosts, ha: tests/ha); end the session with its
+    output when it fails."""
+    proc = subprocess.run(
+        [str(TESTHOSTS), "--set", host_set, *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
+    if proc.returncode != 0:
+        pytest.exit(f"FAIL: scripts/testhosts.sh --set {host_set} {' '.join(args)}:\n{proc.stdout}{proc.stderr}", 1)
+    return proc.stdout
+
+
+def deploy_or_exit(playbook: str, inventory: str, *args: str) -> PlaybookRun:
+    """A playbook run on the fresh servers of `inventory`; the session ends with its output when it fails."""
+    run = run_playbook(playbook, inventory, *args)
+    if run.returncode != 0:
+        pytest.exit(f"FAIL: {playbook} {' '.join(args)} on {inventory} failed:\n{run.output[-6000:]}", returncode=1)
+    return run
+
+
 def role_default(name: str) -> object:
     """A default of the labelstack role as defaults/main.yml writes it (a templated one stays unrendered)."""
     return yaml.safe_load(ROLE_DEFAULTS.read_text())[name]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import testinfra
 
-from labelstack_testlib import REPO, Deployment, PlaybookRun, inventory_host, load_deployment, run_playbook
+import labelstack_testlib
+from labelstack_testlib import Deployment, PlaybookRun, inventory_host, load_deployment
 
 INVENTORY = "inventory/test-hosts"
-TESTHOSTS = REPO / "scripts" / "testhosts.sh"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -20,18 +19,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def testhosts(*args: str) -> str:
-    """Run scripts/testhosts.sh; fail the session with its output when it fails."""
-    proc = subprocess.run([str(TESTHOSTS), *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        pytest.exit(f"FAIL: scripts/testhosts.sh {' '.join(args)}:\n{proc.stdout}{proc.stderr}", returncode=1)
-    return proc.stdout
+    """scripts/testhosts.sh on this suite's hosts (the default set)."""
+    return labelstack_testlib.testhosts("default", *args)
 
 
 def deploy_or_exit(playbook: str, *args: str) -> PlaybookRun:
-    run = run_playbook(playbook, INVENTORY, *args)
-    if run.returncode != 0:
-        pytest.exit(f"FAIL: {playbook} {' '.join(args)} on {INVENTORY} failed:\n{run.output[-6000:]}", returncode=1)
-    return run
+    return labelstack_testlib.deploy_or_exit(playbook, INVENTORY, *args)
 
 
 @dataclass(frozen=True)
