@@ -2,7 +2,8 @@
 and the primary lost twice while a writer annotates without pause.
 
 1. its PostgreSQL container stopped (Patroni hands the leader key back at once);
-2. its whole host frozen (`docker pause` of the test host: the key must expire, Patroni's ttl).
+2. its whole host frozen (its PostgreSQL and etcd containers and the test host paused: the leader key must
+   expire, Patroni's ttl).
 
 Each time a replica must be promoted, writes through the app must succeed again within TARGET_SECONDS of the
 kill without restarting the app, and (synchronous_mode) every annotation whose POST answered 201 must be
@@ -237,14 +238,25 @@ def test_freezing_the_primary_host_promotes_a_replica_and_loses_no_acknowledged_
     project: Project,
     record_property: Callable[[str, object], None],
 ) -> None:
-    def docker_on_controller(command: str, name: str) -> None:
-        subprocess.run(["docker", command, f"labelstack-{HOST_SET}-{name}"], check=True, capture_output=True)
+    # With cgroup v1 the Docker engine inside a test host puts its containers beside the host container's
+    # cgroup, not under it, so pausing the host container alone would leave PostgreSQL and etcd running: their
+    # containers are paused first, then the host (sshd, dockerd), and woken in the opposite order.
+    def freeze(name: str) -> None:
+        cluster.db_hosts[name].check_output("docker pause %s %s", cluster.db_container(name), etcd_container(name))
+        subprocess.run(["docker", "pause", f"labelstack-{HOST_SET}-{name}"], check=True, capture_output=True)
+
+    def thaw(name: str) -> None:
+        subprocess.run(["docker", "unpause", f"labelstack-{HOST_SET}-{name}"], check=True, capture_output=True)
+        cluster.db_hosts[name].check_output("docker unpause %s %s", cluster.db_container(name), etcd_container(name))
+
+    def etcd_container(name: str) -> str:
+        return cluster.db_container(name).removesuffix("-db-1") + "-etcd-1"
 
     started = app_start(app, deployment)
     result = lose_primary(
         "host_paused",
-        lambda name: docker_on_controller("pause", name),
-        lambda name: docker_on_controller("unpause", name),
+        freeze,
+        thaw,
         cluster,
         api,
         project,
