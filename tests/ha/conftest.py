@@ -32,25 +32,33 @@ PATRONI_PORT = 8008
 def pytest_addoption(parser: pytest.Parser) -> None:
     # Not --keep-testhosts: tests/hosts defines that one, and a session may collect both suites.
     parser.addoption("--keep-ha-testhosts", action="store_true", help="leave the HA test hosts running afterwards")
+    parser.addoption(
+        "--ha-deployed",
+        action="store_true",
+        help="the HA test hosts are up and deployed (kept with --keep-ha-testhosts): only deploy once more",
+    )
 
 
 @dataclass(frozen=True)
 class Provisioned:
     """The deploy runs made against the fresh hosts."""
 
-    first_run: PlaybookRun  # Docker and the whole stack on four empty servers
+    first_run: PlaybookRun | None  # Docker and the whole stack on four empty servers (None with --ha-deployed)
     second_run: PlaybookRun  # the same again: nothing may change
 
 
 @pytest.fixture(scope="session")
 def provisioned(request: pytest.FixtureRequest) -> Iterator[Provisioned]:
     """Four hosts from nothing: the images bundled on this machine, then the deploy twice."""
-    testhosts(HOST_SET, "down")
+    deployed = request.config.getoption("--ha-deployed")
+    first_run = None
     try:
-        testhosts(HOST_SET, "up")
-        # Built once here rather than on each host: four hosts building at once on a shared machine is slow.
-        deploy_or_exit("bundle.yml", INVENTORY)
-        first_run = deploy_or_exit("site.yml", INVENTORY)
+        if not deployed:
+            testhosts(HOST_SET, "down")
+            testhosts(HOST_SET, "up")
+            # Built once here rather than on each host: four hosts building at once on a shared machine is slow.
+            deploy_or_exit("bundle.yml", INVENTORY)
+            first_run = deploy_or_exit("site.yml", INVENTORY)
         yield Provisioned(first_run, deploy_or_exit("site.yml", INVENTORY))
     finally:
         if not request.config.getoption("--keep-ha-testhosts"):
