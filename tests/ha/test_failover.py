@@ -207,60 +207,54 @@ def test_the_app_reaches_the_primary_through_its_haproxy(
     assert {row[1] for row in rows} == {"t"}, rows
 
 
-def test_stopping_the_primary_promotes_a_replica_and_loses_no_acknowledged_annotation(
-    app: testinfra.host.Host,
-    deployment: Deployment,
-    cluster: Cluster,
-    api: Api,
-    project: Project,
-    record_property: Callable[[str, object], None],
-) -> None:
-    started = app_start(app, deployment)
-    result = lose_primary(
-        "container_stopped",
-        lambda name: cluster.db_hosts[name].check_output("docker stop %s", cluster.db_container(name)),
-        lambda name: cluster.db_hosts[name].check_output("docker start %s", cluster.db_container(name)),
-        cluster,
-        api,
-        project,
-    )
-    record(result, record_property)
-    assert result.writes_back_seconds <= TARGET_SECONDS, result
-    assert result.lost == 0, result
-    assert app_start(app, deployment) == started, "the app was restarted"
+class Kill:
+    """The two ways the primary is lost, each with its way back (by the member's name)."""
 
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
 
-def test_freezing_the_primary_host_promotes_a_replica_and_loses_no_acknowledged_annotation(
-    app: testinfra.host.Host,
-    deployment: Deployment,
-    cluster: Cluster,
-    api: Api,
-    project: Project,
-    record_property: Callable[[str, object], None],
-) -> None:
+    def _docker(self, name: str, command: str, *services: str) -> None:
+        containers = [self.cluster.db_container(name).removesuffix("-db-1") + f"-{service}-1" for service in services]
+        self.cluster.db_hosts[name].check_output(
+            "docker %s " + " ".join(["%s"] * len(containers)), command, *containers
+        )
+
+    def _test_host(self, name: str, command: str) -> None:
+        subprocess.run(["docker", command, f"labelstack-{HOST_SET}-{name}"], check=True, capture_output=True)
+
+    # Patroni (SIGTERM) stops PostgreSQL and hands the leader key back.
+    def container_stopped(self, name: str) -> None:
+        self._docker(name, "stop", "db")
+
+    def container_stopped_revive(self, name: str) -> None:
+        self._docker(name, "start", "db")
+
     # With cgroup v1 the Docker engine inside a test host puts its containers beside the host container's
     # cgroup, not under it, so pausing the host container alone would leave PostgreSQL and etcd running: their
-    # containers are paused first, then the host (sshd, dockerd), and woken in the opposite order.
-    def freeze(name: str) -> None:
-        cluster.db_hosts[name].check_output("docker pause %s %s", cluster.db_container(name), etcd_container(name))
-        subprocess.run(["docker", "pause", f"labelstack-{HOST_SET}-{name}"], check=True, capture_output=True)
+    # containers are paused first, then the host (sshd, dockerd), and woken in the opposite order. Nothing
+    # answers any more and nothing hands the key back: it must expire.
+    def host_paused(self, name: str) -> None:
+        self._docker(name, "pause", "db", "etcd")
+        self._test_host(name, "pause")
 
-    def thaw(name: str) -> None:
-        subprocess.run(["docker", "unpause", f"labelstack-{HOST_SET}-{name}"], check=True, capture_output=True)
-        cluster.db_hosts[name].check_output("docker unpause %s %s", cluster.db_container(name), etcd_container(name))
+    def host_paused_revive(self, name: str) -> None:
+        self._test_host(name, "unpause")
+        self._docker(name, "unpause", "db", "etcd")
 
-    def etcd_container(name: str) -> str:
-        return cluster.db_container(name).removesuffix("-db-1") + "-etcd-1"
 
+@pytest.mark.parametrize("how", ["container_stopped", "host_paused"])
+def test_losing_the_primary_promotes_a_replica_and_loses_no_acknowledged_annotation(
+    how: str,
+    app: testinfra.host.Host,
+    deployment: Deployment,
+    cluster: Cluster,
+    api: Api,
+    project: Project,
+    record_property: Callable[[str, object], None],
+) -> None:
+    kill = Kill(cluster)
     started = app_start(app, deployment)
-    result = lose_primary(
-        "host_paused",
-        freeze,
-        thaw,
-        cluster,
-        api,
-        project,
-    )
+    result = lose_primary(how, getattr(kill, how), getattr(kill, f"{how}_revive"), cluster, api, project)
     record(result, record_property)
     assert result.writes_back_seconds <= TARGET_SECONDS, result
     assert result.lost == 0, result
