@@ -27,9 +27,9 @@ from labelstack_testlib import REPO, Deployment, PlaybookRun, inventory_host, ru
 from ml.mllib import CONFIG, choice_result, make_texts
 from statelib import Snapshot, snapshot
 
-from .conftest import INVENTORY, converge_offline_app, testhosts
+from .conftest import INVENTORY, converge_offline_app
+from .conftest import testhosts as run_testhosts  # (a module-level test* name would be collected as a test)
 
-APP_CONTAINER = "labelstack-th-app"  # scripts/testhosts.sh: labelstack-th-<name>, Docker's data in <container>-docker
 DB_ADDRESS = "10.213.7.11"
 REPOSITORY = f"sftp:root@{DB_ADDRESS}:/srv/labelstack-offsite"
 N_TASKS = 20
@@ -105,8 +105,8 @@ def test_a_fresh_app_host_comes_back_from_the_offsite_copy_alone(
     # Lost: the database's data folder on the db host and the whole app host (its Docker data volume too).
     destroyed = run_playbook("destroy.yml", INVENTORY, "-e", '{"labelstack_destroy_data": true}')
     assert destroyed.returncode == 0, destroyed.output[-4000:]
-    testhosts("remove", "app")
-    testhosts("up")
+    run_testhosts("remove", "app")
+    run_testhosts("up")
     app = inventory_host(INVENTORY, "app")
     db = inventory_host(INVENTORY, "db")
     assert app.run("command -v docker").rc != 0, "the new app host is not fresh: it has Docker"
