@@ -127,7 +127,7 @@ test-monitoring: venv ## Deploy a monitored stack (inventory/test-monitoring), m
 	trap '$(PLAYBOOK) -i inventory/test-monitoring ansible/destroy.yml -e "{\"labelstack_destroy_data\": true}"' EXIT; \
 	$(BIN)/pytest tests/monitoring --inventory inventory/test-monitoring --deploy --junitxml=$(REPORTS)/monitoring.xml
 
-test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a bundle), test them, smoke them, remove them
+test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a bundle), test them, recover a lost app host from the off-site copy, smoke them, remove them
 	trap 'scripts/testhosts.sh down' EXIT; \
 	$(BIN)/pytest tests/hosts --keep-testhosts --junitxml=$(REPORTS)/hosts.xml; \
 	$(BIN)/pytest tests/infra tests/smoke tests/ml/test_ml_backend.py tests/ml/test_deploy_wiring.py \

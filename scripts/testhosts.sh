@@ -12,6 +12,7 @@ Usage: scripts/testhosts.sh [--set SET] [--dir DIR] COMMAND
 Commands:
   up            build the test-host image, create the throwaway SSH key and start the hosts (idempotent)
   down          remove the hosts, their Docker volumes and their network (the key stays in DIR)
+  remove NAME   remove one host and its Docker volume (a lost server: up then starts a fresh one)
   status        list the hosts and their published ports
   offline NAME  block NAME's outbound traffic except to the other test hosts (air-gapped deploys)
   online NAME   lift that block
@@ -50,7 +51,7 @@ while [[ $# -gt 0 ]]; do
     --dir) dir=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     up|down|status) command=$1; shift ;;
-    offline|online) command=$1; target=${2:-}; [[ -n $target ]] || fail "$1 needs a host name (see --help)"; shift 2 ;;
+    offline|online|remove) command=$1; target=${2:-}; [[ -n $target ]] || fail "$1 needs a host name (see --help)"; shift 2 ;;
     *) echo "FAIL: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -169,13 +170,18 @@ up() {
   status
 }
 
+remove() {
+  local container
+  host_row "$1" >/dev/null
+  container=$(container_of "$1")
+  docker rm -f "$container" >/dev/null 2>&1 || true
+  docker volume rm "$container-docker" >/dev/null 2>&1 || true
+}
+
 down() {
-  local row name container
+  local row
   for row in "${hosts[@]}"; do
-    name=${row%% *}
-    container=$(container_of "$name")
-    docker rm -f "$container" >/dev/null 2>&1 || true
-    docker volume rm "$container-docker" >/dev/null 2>&1 || true
+    remove "${row%% *}"
   done
   docker network rm "$network" >/dev/null 2>&1 || true
   rm -f "$dir/known_hosts"
@@ -220,4 +226,5 @@ case "$command" in
   status) status ;;
   offline) offline "$target" ;;
   online) online "$target" ;;
+  remove) remove "$target" ;;
 esac

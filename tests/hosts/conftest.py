@@ -52,15 +52,25 @@ def provisioned(request: pytest.FixtureRequest) -> Iterator[Provisioned]:
 def provision() -> Provisioned:
     testhosts("up")
     deploy_or_exit("bundle.yml")
-    # cron too (the scheduled backups of inventory/test-hosts): the app host has no mirror once offline.
-    docker_run = deploy_or_exit("site.yml", "--tags", "docker_engine,labelstack_packages")
-    testhosts("offline", "app")
-    first_run = deploy_or_exit("site.yml")
+    docker_run, first_run = converge_offline_app()
     # Hours later apt would refresh its lists before installing: the offline app host must not need to.
     app = inventory_host(INVENTORY, "app")
     app.check_output("touch -d '3 hours ago' /var/lib/apt/periodic/update-success-stamp /var/lib/apt/lists")
     second_run = deploy_or_exit("site.yml")
     return Provisioned(docker_run, first_run, second_run)
+
+
+def converge_offline_app() -> tuple[PlaybookRun, PlaybookRun]:
+    """Docker (and cron, for the scheduled backups of inventory/test-hosts) installed while the mirror is reachable,
+    then the whole deploy with the app host offline, its images from the bundle: (the first run, the deploy)."""
+    docker_run = deploy_or_exit("site.yml", "--tags", "docker_engine,labelstack_packages")
+    testhosts("offline", "app")
+    return docker_run, deploy_or_exit("site.yml")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """test_lost_app_host replaces the app host: it runs after every other module of tests/hosts."""
+    items.sort(key=lambda item: item.module is not None and item.module.__name__.endswith("test_lost_app_host"))
 
 
 @pytest.fixture(scope="session")

@@ -101,6 +101,8 @@ def test_restore_after_destroy_brings_everything_back(
         "restore.yml", deployment.inventory, "-e", json.dumps({"labelstack_restore_backup": backup_name(run)})
     )
     assert restored.returncode == 0, restored.output[-6000:]
+    # The backup program's settings went with the install folder; the restore writes them as a deploy does.
+    assert deployment.host.file(f"{deployment.install_dir}/backup.conf").mode == 0o600
     after = snapshot(api, deployment)
     assert after.projects == before.projects
     assert after.tasks == before.tasks

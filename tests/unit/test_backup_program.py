@@ -217,3 +217,27 @@ def test_a_scheduled_run_skips_while_another_runs_and_a_manual_one_waits(stack: 
     assert stack.run("--scheduled").returncode == 0
     assert len(stack.names()) == 1
     assert "skipped: paused while a restore of X runs" in stack.log.read_text()
+
+
+FAKE_PGBACKREST = """#!/bin/sh
+# pgBackRest's stand-in: a backup succeeds, and info lists one full backup as pgbackrest info --output=json does.
+case "$1" in
+  backup) exit 0 ;;
+  info) echo '[{"backup": [{"label": "20261207-120000F", "info": {"repository": {"delta": 4089446}, "size": 36700160},
+          "timestamp": {"start": 1796644800, "stop": 1796644806}}]}]' ;;
+  *) echo "unexpected: $*" >&2; exit 3 ;;
+esac
+"""
+
+
+def test_a_base_backup_reports_what_pgbackrest_stored(stack: Stack) -> None:
+    fake = stack.root / "pgbackrest"
+    fake.write_text(FAKE_PGBACKREST)
+    fake.chmod(0o755)
+    stack.config.write_text(stack.config.read_text().replace("PGBACKREST_EXEC=(false)", f"PGBACKREST_EXEC=({fake})"))
+    run = stack.run("base-backup")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (
+        f"Base backup 20261207-120000F in {stack.backups}/pitr: 3.90MB in the repository (35.00MB of database), "
+        "taken in 6 s"
+    ) in run.stdout, run.stdout
