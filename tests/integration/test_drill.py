@@ -16,10 +16,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from labelstack_testlib import Api, Deployment, make
+from labelstack_testlib import Api, Deployment, make, run_playbook
 from ml.mllib import CONFIG, choice_result, make_texts
 
 pytestmark = pytest.mark.recovery
@@ -137,6 +139,38 @@ def test_backup_status_names_the_item_past_its_limit(deployment: Deployment) -> 
     run = make("backup-status", deployment.inventory, "ANSIBLE_ARGS=-e labelstack_status_max_drill_age_hours=0")
     assert run.returncode != 0, "backup-status passed with a drill older than its limit of 0 h"
     assert "drill not ok" in one_line(run.stdout), run.stdout[-3000:]
+
+
+def test_the_drill_runs_by_itself_on_its_schedule(deployment: Deployment, backup: str) -> None:
+    """labelstack_drill_schedule puts `make drill` in the controller's cron (this machine): set to one minute a few
+    minutes ahead (so that it runs once, before the damaged copies below exist), the drill runs and records
+    itself; with the schedule empty again the crontab is gone."""
+    before = last_drill(deployment)
+    # cron reads the controller's local time; the deploy takes about a minute.
+    at = datetime.now() + timedelta(minutes=3)
+    schedule = f"{at.minute} {at.hour} * * *"
+    cron_file = Path(f"/etc/cron.d/labelstack-{deployment.project_name}-drill")
+    log = Path.home() / ".labelstack" / deployment.project_name / "scheduled-drill.log"
+    run = run_playbook("site.yml", deployment.inventory, "-e", json.dumps({"labelstack_drill_schedule": schedule}))
+    assert run.returncode == 0, run.output[-4000:]
+    try:
+        assert "make --no-print-directory drill INVENTORY=" in cron_file.read_text(), cron_file.read_text()
+        deadline = time.monotonic() + (at - datetime.now()).total_seconds() + 300
+        while last_drill(deployment)["time"] == before["time"]:
+            assert time.monotonic() < deadline, (
+                f"no scheduled drill recorded by {at:%H:%M} + 5 min; cron file:\n{cron_file.read_text()}\n"
+                f"log:\n{log.read_text()[-3000:] if log.exists() else '(none)'}"
+            )
+            time.sleep(5)
+        record = last_drill(deployment)
+        assert (record["result"], record["backup"]) == ("ok", backup), (record, log.read_text()[-3000:])
+        assert " passed" in log.read_text(), log.read_text()[-3000:]
+        assert oct(log.parent.stat().st_mode & 0o777) == "0o700", oct(log.parent.stat().st_mode)
+    finally:
+        unset = run_playbook("site.yml", deployment.inventory)
+    assert unset.returncode == 0, unset.output[-4000:]
+    assert not cron_file.exists(), f"{cron_file} is left with the schedule empty"
+    drill_stack_is_gone(deployment)
 
 
 @contextmanager

@@ -220,7 +220,8 @@ def test_docker_get_speaks_http_over_a_unix_socket(tmp_path: Path) -> None:
 
 
 def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
-    """Every labelstack_* metric an alert rule reads is one the ML backend, app-exporter or a backup writes."""
+    """Every labelstack_* metric an alert rule reads is one the ML backend, app-exporter, a backup or a drill
+    writes."""
     groups = yaml.safe_load((REPO / "compose" / "monitoring" / "prometheus" / "rules.yml").read_text())["groups"]
     exprs = " ".join(rule["expr"] for group in groups for rule in group["rules"])
     written = "".join(
@@ -229,6 +230,7 @@ def test_the_rules_and_the_exporters_agree_on_metric_names() -> None:
             "compose/ml-backend/labelstack_ml/metrics.py",
             "compose/monitoring/app-exporter/app_exporter.py",
             "ansible/roles/labelstack/files/labelstack-backup",
+            "ansible/roles/labelstack/tasks/steps/drill-record.yml",
         )
     )
     read = set(re.findall(r"labelstack_[a-z0-9_]+", exprs))
