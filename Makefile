@@ -86,8 +86,8 @@ projects-export: venv ## Write the projects of INVENTORY's stack as labelstack_p
 bench: venv ## Benchmark the stack of INVENTORY (this machine) against the quick start; results in reports/bench (BENCH_ARGS=--scale: 20k and 200k tasks, filters, cost curve)
 	$(BIN)/python scripts/bench.py --inventory $(INVENTORY) --output-dir $(REPORTS)/bench $(BENCH_ARGS)
 
-bench-backup: venv ## Time backup and restore of a 20k-task project on TEST_INVENTORY (replaces its data)
-	$(BIN)/python scripts/bench-backup.py --inventory $(TEST_INVENTORY)
+bench-backup: venv ## Time backup and restore of a 20k-task project on TEST_INVENTORY (replaces its data; BENCH_ARGS=--pitr: also restore to a time)
+	$(BIN)/python scripts/bench-backup.py --inventory $(TEST_INVENTORY) $(BENCH_ARGS)
 
 lint: venv ## ansible-lint (production profile), yamllint, ruff, argument-spec drift check, promtool on the alert rules
 	$(BIN)/yamllint --strict .
