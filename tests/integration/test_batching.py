@@ -1,5 +1,5 @@
 """labelstack_batching: task-list pages and exports load drafts and comment authors per page, not per task, and
-an import of plain tasks skips Label Studio's recount of counters the new tasks already hold.
+an import without annotations skips Label Studio's recount of counters the new tasks already hold.
 
 The same project is rendered by the real views twice, inside the app container: once with the batching app
 (the deploy's setting) and once without it (Label Studio as shipped). The outputs must be identical, and
@@ -106,9 +106,18 @@ def imported(text: str, annotations: Tasks = (), predictions: Tasks = ()) -> dic
     return {"data": {"text": text}, "annotations": list(annotations), "predictions": list(predictions)}
 
 
-# Plain tasks (the recount is skipped), and tasks with annotations (one cancelled) and predictions (it runs).
+def predicted(text: str, *scores: float) -> dict[str, Any]:
+    return imported(
+        text, predictions=[{"result": choice_result("Finance"), "score": s, "model_version": "m1"} for s in scores]
+    )
+
+
+# Plain tasks and tasks with predictions only (the recount is skipped), and tasks with annotations (one cancelled)
+# among predicted and plain ones (it runs).
 IMPORTS = {
     "plain": [{"text": f"plain {i}"} for i in range(60)] + [{"data": {"text": "with meta"}, "meta": {"source": "x"}}],
+    "predicted": [predicted(f"predicted {i}", i / 40) for i in range(40)]
+    + [predicted("two", 0.1, 0.9), imported("none")],
     "annotated": [
         imported("annotated", [{"result": choice_result("Sports")}]),
         imported("cancelled", [{"result": [], "was_cancelled": True}]),
@@ -131,11 +140,16 @@ def test_imported_tasks_are_label_studios(imports: dict[bool, dict[str, Any]], p
     assert batched["project"] == shipped["project"]
 
 
-def test_only_a_plain_import_skips_the_recount(imports: dict[bool, dict[str, Any]]) -> None:
-    # Label Studio as shipped: an UPDATE and three SELECTs carrying every new task's id (if equal, upstream changed).
-    assert imports[True]["plain"]["queries"] <= imports[False]["plain"]["queries"] - 3, imports
+def test_only_an_import_without_annotations_skips_the_recount(imports: dict[bool, dict[str, Any]]) -> None:
+    # Label Studio as shipped: an UPDATE (of every predicted task) and three SELECTs carrying every new task's id
+    # (if equal, upstream changed).
+    for payload in ("plain", "predicted"):
+        assert imports[True][payload]["queries"] <= imports[False][payload]["queries"] - 3, (payload, imports)
     assert imports[True]["annotated"]["queries"] == imports[False]["annotated"]["queries"], imports
-    rows = imports[True]["annotated"]["rows"]
-    assert [(r["total_annotations"], r["cancelled_annotations"], r["total_predictions"]) for r in rows] == [
-        (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 0)
-    ], rows  # fmt: skip
+    counters = {
+        payload: [(r["total_annotations"], r["cancelled_annotations"], r["total_predictions"]) for r in rows]
+        for payload in ("annotated", "predicted")
+        for rows in [imports[True][payload]["rows"]]
+    }
+    assert counters["annotated"] == [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 0)], counters
+    assert counters["predicted"] == [(0, 0, 1)] * 40 + [(0, 0, 2), (0, 0, 0)], counters

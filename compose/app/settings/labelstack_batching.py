@@ -47,26 +47,30 @@ def own_drafts(self: Serializer, user: Model, drafts: Manager) -> list[Model]:
     return [draft for draft in drafts.all() if draft.user_id == user.id]
 
 
-def holds_only_zero_counters(tasks: object, counts: Mapping[str, int] | None, task_model: type[Model]) -> bool:
-    """True for the tasks of an import that created no annotation and no prediction, each holding zero counters:
-    exactly what Label Studio's recount would write (nothing else can point at tasks created a moment ago)."""
+def holds_its_own_counters(tasks: object, counts: Mapping[str, int] | None, task_model: type[Model]) -> bool:
+    """True for the tasks of an import that created no annotation, each holding the counters Label Studio set when
+    it built them (no annotations; total_predictions the number of predictions given with it), when the import
+    created every one of those predictions: exactly what Label Studio's recount would write (nothing else can point
+    at tasks created a moment ago)."""
     return (
         isinstance(tasks, list)
         and counts is not None
         and counts.get("annotation_count") == 0
-        and counts.get("prediction_count") == 0
         and all(isinstance(task, task_model) for task in tasks)
-        and not any(task.total_annotations or task.cancelled_annotations or task.total_predictions for task in tasks)
+        and not any(task.total_annotations or task.cancelled_annotations for task in tasks)
+        and sum(task.total_predictions for task in tasks) == counts.get("prediction_count")
     )
 
 
-def skip_recount_of_plain_imports(original: Callable[..., object], task_model: type[Model]) -> Callable[..., object]:
+def skip_recount_of_unannotated_imports(
+    original: Callable[..., object], task_model: type[Model]
+) -> Callable[..., object]:
     """Label Studio's step with no tasks to recount when the imported ones already hold the right counters."""
 
     @functools.wraps(original)
     def update(self: Model, tasks_queryset: object, *args: object, **kwargs: object) -> object:
         counts = kwargs.get("recalculate_stats_counts")
-        if holds_only_zero_counters(tasks_queryset, counts if isinstance(counts, Mapping) else None, task_model):
+        if holds_its_own_counters(tasks_queryset, counts if isinstance(counts, Mapping) else None, task_model):
             tasks_queryset = []
         return original(self, tasks_queryset, *args, **kwargs)
 
@@ -89,10 +93,10 @@ class BatchingConfig(AppConfig):
         for serializer in (BaseExportDataSerializer, DataManagerTaskSerializer):
             serializer.Meta.list_serializer_class = BatchedListSerializer
         DataManagerTaskSerializer.get_drafts_queryset = own_drafts
-        self.skip_recount_of_plain_imports()
+        self.skip_recount_of_unannotated_imports()
 
     @staticmethod
-    def skip_recount_of_plain_imports() -> None:
+    def skip_recount_of_unannotated_imports() -> None:
         from projects.models import Project
         from tasks.models import Task
 
@@ -100,4 +104,4 @@ class BatchingConfig(AppConfig):
         if tuple(inspect.signature(original).parameters) != COUNTERS_PARAMETERS:
             log.warning("labelstack_batching: Label Studio changed its task-counter update; imports run as shipped")
             return
-        Project.update_tasks_counters_and_task_states = skip_recount_of_plain_imports(original, Task)
+        Project.update_tasks_counters_and_task_states = skip_recount_of_unannotated_imports(original, Task)
