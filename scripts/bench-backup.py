@@ -102,7 +102,10 @@ def measure(api: Client, pid: int, args: argparse.Namespace) -> dict[str, object
         api.call("POST", f"/api/tasks/{task_id}/annotations?project={pid}", json={"result": result})
 
     backup_seconds, output = playbook("backup.yml", args.inventory)
-    base = re.search(r"Base backup (\S+) in (/\S+): (.+?) in the repository \((.+?) of database\)", output)
+    # Ansible's output may wrap a long line: matched with its whitespace folded.
+    base = re.search(
+        r"Base backup (\S+) in (/\S+): (.+?) in the repository \((.+?) of database\)", " ".join(output.split())
+    )
     match = re.search(r"Backup (\d{8}T\d{6}Z) \(([^)]+)\)", output)
     if not match:
         fail(f"backup.yml printed no backup name:\n{output[-2000:]}")
