@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from labelstack_testlib import Api, Deployment, make, run_playbook
+from labelstack_testlib import Api, Deployment, make, run_playbook, wait_for
 from ml.mllib import CONFIG, choice_result, make_texts
 
 pytestmark = pytest.mark.recovery
@@ -163,14 +163,13 @@ def test_the_drill_runs_by_itself_on_its_schedule(deployment: Deployment, backup
         pytest.fail(f"three deploys each ended after the minute they scheduled the drill for (the last: {at:%H:%M})")
     try:
         assert "make --no-print-directory drill INVENTORY=" in cron_file.read_text(), cron_file.read_text()
-        deadline = time.monotonic() + (at - datetime.now()).total_seconds() + 300
-        while last_drill(deployment)["time"] == before["time"]:
-            assert time.monotonic() < deadline, (
-                f"no scheduled drill recorded by {at:%H:%M} + 5 min; cron file:\n{cron_file.read_text()}\n"
-                f"log:\n{log.read_text()[-3000:] if log.exists() else '(none)'}"
-            )
-            time.sleep(5)
-        record = last_drill(deployment)
+        record = wait_for(
+            lambda: (drill := last_drill(deployment))["time"] != before["time"] and drill,
+            (at - datetime.now()).total_seconds() + 300,
+            f"no scheduled drill recorded by {at:%H:%M} + 5 min (cron file: {cron_file.read_text()!r}; the run's"
+            f" output in {log})",
+            interval=5,
+        )
         assert (record["result"], record["backup"]) == ("ok", backup), (record, log.read_text()[-3000:])
         assert " passed" in log.read_text(), log.read_text()[-3000:]
         assert oct(log.parent.stat().st_mode & 0o777) == "0o700", oct(log.parent.stat().st_mode)
