@@ -178,6 +178,21 @@ def test_debug_off_in_app(containers: dict[str, dict], deployment: Deployment) -
     assert result.splitlines()[-1] == "DEBUG False", f"Django DEBUG is not off: {result[-300:]}"
 
 
+def test_the_bundled_database_runs_with_the_deploys_tuning(deployment: Deployment) -> None:
+    if deployment.db_external:
+        pytest.skip("the database is not the bundle's")
+    settings = deployment.host.check_output(
+        "docker exec %s sh -c %s",
+        deployment.container("db"),
+        'psql -U "$POSTGRES_USER" -d postgres -tAc "SELECT current_setting(\'jit\'),'
+        ' current_setting(\'max_parallel_workers_per_gather\')"',
+    )
+    variables = deployment.variables  # the inventory's; the role's defaults are false and 0
+    jit = "on" if variables.get("labelstack_db_jit", False) else "off"
+    expected = f"{jit}|{variables.get('labelstack_db_max_parallel_workers_per_gather', 0)}"
+    assert settings == expected, f"PostgreSQL runs with jit|max_parallel_workers_per_gather {settings}"
+
+
 def test_app_runs_pinned_label_studio(containers: dict[str, dict], deployment: Deployment) -> None:
     version = deployment.version
     installed = deployment.host.check_output(

@@ -2,8 +2,10 @@
 
 PROBE_MODE=setup adds what the API of open-source Label Studio cannot: another user's drafts and comment
 authors on some tasks of project PROBE_PROJECT. PROBE_MODE=render prints, as one `RESULT {...}` line, the
-data-manager pages (page sizes 10 and 100) and the JSON export of that project with their query counts,
-rendered by the real views in this process (whose settings decide whether labelstack_batching is on).
+data-manager pages (page sizes 10 and 100), the first page of each Data Manager tab of PROBE_VIEWS (a JSON
+object: name -> tab id) and the JSON export of that project with their query
+counts and the queries that scan the project's tasks to count or sum them, rendered by the real views in this
+process (whose settings decide whether labelstack_batching is on).
 PROBE_MODE=import imports each payload of PROBE_IMPORTS (a JSON object: name -> tasks) into a new project
 with the label config of PROBE_PROJECT, through the real import view, and prints the new tasks' rows, the
 project's statistics and the import's query count, then deletes those projects. PROBE_MODE=cleanup removes the
@@ -32,6 +34,9 @@ PROJECT_FIELDS = ("task_number", "total_annotations_number", "total_predictions_
                   "finished_task_number", "model_version")  # fmt: skip
 
 OTHER = "batching-probe@labelstack.invalid"
+# How a page's totals query (Label Studio's count of the tasks, its sums of their counters) starts.
+TOTALS_QUERIES = ("SELECT COUNT(*)", "SELECT COALESCE(SUM(")
+TOTALS_INDEX = "labelstack_task_project_totals"  # labelstack_batching/migrations
 
 
 def logged(log: list[str], execute: Callable[..., object], sql: str, *args: object) -> object:
@@ -59,13 +64,19 @@ elif mode == "render":
         "page100": f"/api/tasks?project={project.id}&page=1&page_size=100&fields=all",
         "export": f"/api/projects/{project.id}/export?exportType=JSON&download_all_tasks=true",
     }
+    urls.update({name: f"/api/tasks?view={tab}&page=1&page_size=10"
+                 for name, tab in json.loads(os.environ["PROBE_VIEWS"]).items()})  # fmt: skip
     result = {}
     for name, url in urls.items():
         with CaptureQueriesContext(connection) as queries:
             response = client.get(url)
             body = b"".join(response.streaming_content) if response.streaming else response.content
         assert response.status_code == 200, (url, response.status_code, body[:300])
-        result[name] = {"body": json.loads(body), "queries": len(queries.captured_queries)}
+        totals = [q["sql"] for q in queries.captured_queries if q["sql"].startswith(TOTALS_QUERIES)]
+        result[name] = {"body": json.loads(body), "queries": len(queries.captured_queries), "totals": totals}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [TOTALS_INDEX])
+        result["totals_index_valid"] = (cursor.fetchone() or [None])[0]
     print("RESULT " + json.dumps(result))
 elif mode == "import":
     token, _ = Token.objects.get_or_create(user=project.created_by)

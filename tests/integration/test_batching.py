@@ -1,5 +1,6 @@
-"""labelstack_batching: task-list pages and exports load drafts and comment authors per page, not per task, and
-an import without annotations skips Label Studio's recount of counters the new tasks already hold.
+"""labelstack_batching: task-list pages and exports load drafts and comment authors per page, not per task, a
+page counts its tasks in the query that sums their counters, and an import without annotations skips Label
+Studio's recount of counters the new tasks already hold.
 
 The same project is rendered by the real views twice, inside the app container: once with the batching app
 (the deploy's setting) and once without it (Label Studio as shipped). The outputs must be identical, and
@@ -28,11 +29,16 @@ Tasks = list[dict[str, Any]]
 
 
 def probe(
-    deployment: Deployment, mode: str, project: int | None = None, batched: bool = True, imports: str = "{}"
+    deployment: Deployment,
+    mode: str,
+    project: int | None = None,
+    batched: bool = True,
+    imports: str = "{}",
+    views: str = "{}",
 ) -> dict[str, Any]:
     app = deployment.container("app")
     env = (f"-e PROBE_MODE={mode} -e PROBE_PROJECT={project or 0} -e PROBE_IMPORTS={shlex.quote(imports)}"
-           f" -e LABELSTACK_APP_BATCH_QUERIES={str(batched).lower()}")  # fmt: skip
+           f" -e PROBE_VIEWS={shlex.quote(views)} -e LABELSTACK_APP_BATCH_QUERIES={str(batched).lower()}")  # fmt: skip
     package_dir = "\\$(python3 -c 'import label_studio, os; print(os.path.dirname(label_studio.__file__))')"
     command = f'docker exec -i {env} {app} sh -c "cd {package_dir} && python3 manage.py shell" < {PROBE}'
     out = deployment.host.run(command)
@@ -47,8 +53,10 @@ def project(deployment: Deployment, api: Api) -> Iterator[int]:
     created = api.call("POST", "/api/projects", {"title": f"batching-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})
     pid = created["id"]
     try:
-        ids = api.call("POST", f"/api/projects/{pid}/import?return_task_ids=true",
-                       [{"text": f"batching {i}"} for i in range(N_TASKS)])["task_ids"]  # fmt: skip
+        # One task in four carries a scored prediction, so that ordering by score (SCORED) orders something.
+        tasks = [predicted(f"batching {i}", (i * 7 % 30) / 30) if i % 4 == 0 else {"text": f"batching {i}"}
+                 for i in range(N_TASKS)]  # fmt: skip
+        ids = api.call("POST", f"/api/projects/{pid}/import?return_task_ids=true", tasks)["task_ids"]
         for task_id in ids[:5]:
             api.call("POST", f"/api/tasks/{task_id}/annotations?project={pid}", {"result": choice_result("Sports")})
         for task_id in ids[1:4]:
@@ -60,9 +68,46 @@ def project(deployment: Deployment, api: Api) -> Iterator[int]:
         probe(deployment, "cleanup")
 
 
+def dm_tab(items: list[dict[str, Any]], ordering: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A Data Manager tab's filters and ordering as the UI sends them."""
+    return {"title": "probe", "type": "list", "target": "tasks", "filters": {"conjunction": "and", "items": items},
+            "ordering": list(ordering)}  # fmt: skip
+
+
+def dm_filter(column: str, operator: str, value: object, kind: str) -> dict[str, Any]:
+    item = {"filter": f"filter:tasks:{column}", "operator": operator, "value": value, "type": kind}
+    return {**item, "child_filter": None}
+
+
+SCORED = N_TASKS // 4
+
+
+def views(admin: int) -> dict[str, dict[str, Any]]:
+    """Tabs annotators use (the ones of `make bench --scale`), and one filtered through a join with the
+    annotations and ordered by an aggregate of them (the totals then come from a grouped subquery)."""
+    return {
+        "unlabeled": dm_tab([dm_filter("total_annotations", "equal", 0, "Number")]),
+        "text": dm_tab([dm_filter("data.text", "contains", "batching 1", "String")]),
+        "score": dm_tab([], ("tasks:predictions_score",)),
+        "annotator": dm_tab([dm_filter("annotators", "contains", admin, "List")], ("-tasks:annotators",)),
+    }
+
+
+VIEW_TOTALS = {  # what each tab must count: proof that the tab's filter was applied
+    "unlabeled": N_TASKS - 5,
+    "text": sum(f"batching {i}".startswith("batching 1") for i in range(N_TASKS)),
+    "score": N_TASKS,
+    "annotator": 5,
+}
+
+
 @pytest.fixture(scope="module")
-def renders(deployment: Deployment, project: int) -> dict[bool, dict[str, Any]]:
-    return {batched: probe(deployment, "render", project, batched) for batched in (True, False)}
+def renders(deployment: Deployment, api: Api, project: int) -> dict[bool, dict[str, Any]]:
+    tabs = {
+        name: api.call("POST", f"/api/dm/views?project={project}", {"project": project, "data": data})["id"]
+        for name, data in views(api.call("GET", "/api/current-user/whoami")["id"]).items()
+    }  # the project's deletion removes them
+    return {batched: probe(deployment, "render", project, batched, views=json.dumps(tabs)) for batched in (True, False)}
 
 
 def test_the_deployed_app_batches(deployment: Deployment) -> None:
@@ -72,9 +117,22 @@ def test_the_deployed_app_batches(deployment: Deployment) -> None:
     assert env == "true", f"LABELSTACK_APP_BATCH_QUERIES={env!r} in the app container"
 
 
-@pytest.mark.parametrize("view", ["page10", "page100", "export"])
+@pytest.mark.parametrize("view", ["page10", "page100", "export", *VIEW_TOTALS])
 def test_batched_output_is_label_studios_output(renders: dict[bool, dict[str, Any]], view: str) -> None:
     assert comparable(renders[True][view]["body"]) == comparable(renders[False][view]["body"])
+
+
+@pytest.mark.parametrize("view", ["page100", *VIEW_TOTALS])
+def test_a_page_counts_and_sums_its_tasks_in_one_query(renders: dict[bool, dict[str, Any]], view: str) -> None:
+    batched, shipped = renders[True][view], renders[False][view]
+    assert batched["body"]["total"] == VIEW_TOTALS.get(view, N_TASKS), batched["body"]["total"]
+    # Label Studio as shipped: the sums, then the paginator's count (if this fails, upstream merged them).
+    assert len(shipped["totals"]) == 2, shipped["totals"]
+    assert len(batched["totals"]) == 1, batched["totals"]
+
+
+def test_the_totals_index_is_built(renders: dict[bool, dict[str, Any]]) -> None:
+    assert renders[True]["totals_index_valid"] is True, "labelstack_task_project_totals missing or invalid"
 
 
 def comparable(body: dict[str, Any] | Tasks) -> dict[str, Any] | Tasks:

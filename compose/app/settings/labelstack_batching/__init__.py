@@ -4,8 +4,9 @@ Label Studio 1.23 serializes each task's drafts and comment authors with one que
 the data manager costs ~240 queries, an export two per task. Every query is a round trip to PostgreSQL plus
 Django's per-query work, which dominated both figures in `make bench`. This app loads those relations for a
 whole page or export batch at once (`prefetch_related`), which is what Label Studio already does for the
-tasks' annotations and predictions, and stops the export from building a Project per task. The output is
-unchanged (tests/integration/test_batching.py compares it with Label Studio's own).
+tasks' annotations and predictions, and stops the export from building a Project per task. Each page's task count
+is taken in the same scan as its annotation and prediction totals, over an index that holds them (migrations/).
+The output is unchanged (tests/integration/test_batching.py compares it with Label Studio's own).
 
 If a Label Studio upgrade renames what is adjusted here, the app logs a warning and changes nothing.
 """
@@ -18,13 +19,19 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 from django.apps import AppConfig
-from django.db.models import Manager, Model, QuerySet, prefetch_related_objects
+from django.core.paginator import Paginator
+from django.db.models import Count, Manager, Model, QuerySet, Sum, prefetch_related_objects
+from django.db.models.functions import Coalesce
+from rest_framework.pagination import BasePagination
+from rest_framework.request import Request
 from rest_framework.serializers import ListSerializer, Serializer
 
 RELATED = ("drafts", "comment_authors")
 # Project.update_tasks_counters_and_task_states as Label Studio 1.23 calls it after an import.
 COUNTERS_PARAMETERS = ("self", "tasks_queryset", "maximum_annotations_changed", "overlap_cohort_percentage_changed",
                        "tasks_number_changed", "from_scratch", "recalculate_stats_counts")  # fmt: skip
+# TaskPagination.paginate_totals_queryset as Label Studio 1.23 defines it (the Data Manager's page totals).
+TOTALS_PARAMETERS = ("self", "queryset", "request", "view")
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +84,35 @@ def skip_recount_of_unannotated_imports(
     return update
 
 
+class CountedPaginator(Paginator):
+    """Django's paginator given the count of its objects, taken in the scan that summed their counters."""
+
+    def __init__(self, object_list: QuerySet, per_page: int, *, count: int) -> None:
+        super().__init__(object_list, per_page)
+        self.count = count  # Paginator.count is a cached_property: this is the value it would have cached
+
+
+def totals_in_one_scan(pagination_class: type[BasePagination]) -> Callable[..., object]:
+    """Label Studio's page totals (annotations and predictions summed over the filtered tasks) with the tasks'
+    count in the same query: Label Studio counts them in a second scan (Django's paginator), and at 200,000
+    tasks each scan is a large part of a page's time."""
+
+    def paginate_totals_queryset(
+        self: BasePagination, queryset: QuerySet, request: Request, view: object = None
+    ) -> object:
+        totals = queryset.values("id").aggregate(
+            count=Count("*"),
+            total_annotations=Coalesce(Sum("total_annotations"), 0),
+            total_predictions=Coalesce(Sum("total_predictions"), 0),
+        )
+        self.total_annotations = totals["total_annotations"]
+        self.total_predictions = totals["total_predictions"]
+        self.django_paginator_class = functools.partial(CountedPaginator, count=totals["count"])
+        return super(pagination_class, self).paginate_queryset(queryset.only("id"), request, view)
+
+    return paginate_totals_queryset
+
+
 class BatchingConfig(AppConfig):
     name = "labelstack_batching"
     verbose_name = "labelstack: batched task-list and export queries"
@@ -94,6 +130,7 @@ class BatchingConfig(AppConfig):
             serializer.Meta.list_serializer_class = BatchedListSerializer
         DataManagerTaskSerializer.get_drafts_queryset = own_drafts
         self.skip_recount_of_unannotated_imports()
+        self.count_pages_in_one_scan()
 
     @staticmethod
     def skip_recount_of_unannotated_imports() -> None:
@@ -105,3 +142,13 @@ class BatchingConfig(AppConfig):
             log.warning("labelstack_batching: Label Studio changed its task-counter update; imports run as shipped")
             return
         Project.update_tasks_counters_and_task_states = skip_recount_of_unannotated_imports(original, Task)
+
+    @staticmethod
+    def count_pages_in_one_scan() -> None:
+        from data_manager.api import TaskPagination
+
+        original = getattr(TaskPagination, "paginate_totals_queryset", None)
+        if original is None or tuple(inspect.signature(original).parameters) != TOTALS_PARAMETERS:
+            log.warning("labelstack_batching: Label Studio changed its task-list totals; pages count as shipped")
+            return
+        TaskPagination.paginate_totals_queryset = totals_in_one_scan(TaskPagination)

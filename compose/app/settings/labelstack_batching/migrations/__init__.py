@@ -1,0 +1,1 @@
+"""Schema additions of labelstack_batching, applied by Label Studio's own `migrate` when the app starts."""
