@@ -185,7 +185,7 @@ def test_the_bundled_database_runs_with_the_deploys_tuning(deployment: Deploymen
         "docker exec %s sh -c %s",
         deployment.container("db"),
         'psql -U "$POSTGRES_USER" -d postgres -tAc "SELECT current_setting(\'jit\'),'
-        ' current_setting(\'max_parallel_workers_per_gather\')"',
+        " current_setting('max_parallel_workers_per_gather')\"",
     )
     variables = deployment.variables  # the inventory's; the role's defaults are false and 0
     jit = "on" if variables.get("labelstack_db_jit", False) else "off"
