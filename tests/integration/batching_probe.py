@@ -4,7 +4,8 @@ PROBE_MODE=setup adds what the API of open-source Label Studio cannot: another u
 authors on some tasks of project PROBE_PROJECT. PROBE_MODE=render prints, as one `RESULT {...}` line, the
 data-manager pages (page sizes 10 and 100), the first page of each Data Manager tab of PROBE_VIEWS (a JSON
 object: name -> tab id) and the JSON export of that project with their query
-counts and the queries that scan the project's tasks to count or sum them, rendered by the real views in this
+counts, the queries that scan the project's tasks to count or sum them and the feature-flag evaluations,
+rendered by the real views in this
 process (whose settings decide whether labelstack_batching is on).
 PROBE_MODE=import imports each payload of PROBE_IMPORTS (a JSON object: name -> tasks) into a new project
 with the label config of PROBE_PROJECT, through the real import view, and prints the new tasks' rows, the
@@ -17,6 +18,7 @@ import json
 import os
 from collections.abc import Callable
 
+from core.feature_flags import base as feature_flags
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -44,6 +46,14 @@ def logged(log: list[str], execute: Callable[..., object], sql: str, *args: obje
     return execute(sql, *args)
 
 
+def counted(calls: list[object], function: Callable[..., object]) -> Callable[..., object]:
+    def call(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return function(*args, **kwargs)
+
+    return call
+
+
 mode = os.environ["PROBE_MODE"]
 project = Project.objects.get(id=int(os.environ["PROBE_PROJECT"])) if mode != "cleanup" else None
 
@@ -67,13 +77,18 @@ elif mode == "render":
     urls.update({name: f"/api/tasks?view={tab}&page=1&page_size=10"
                  for name, tab in json.loads(os.environ["PROBE_VIEWS"]).items()})  # fmt: skip
     result = {}
+    # Each evaluation of a flag for a user describes the user to the flag client first.
+    evaluations: list[object] = []
+    feature_flags.get_user_repr = counted(evaluations, feature_flags.get_user_repr)
     for name, url in urls.items():
+        evaluations.clear()
         with CaptureQueriesContext(connection) as queries:
             response = client.get(url)
             body = b"".join(response.streaming_content) if response.streaming else response.content
         assert response.status_code == 200, (url, response.status_code, body[:300])
         totals = [q["sql"] for q in queries.captured_queries if q["sql"].startswith(TOTALS_QUERIES)]
-        result[name] = {"body": json.loads(body), "queries": len(queries.captured_queries), "totals": totals}
+        result[name] = {"body": json.loads(body), "queries": len(queries.captured_queries), "totals": totals,
+                        "flag_evaluations": len(evaluations)}  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", [TOTALS_INDEX])
         result["totals_index_valid"] = (cursor.fetchone() or [None])[0]

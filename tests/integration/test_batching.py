@@ -131,6 +131,16 @@ def test_a_page_counts_and_sums_its_tasks_in_one_query(renders: dict[bool, dict[
     assert len(batched["totals"]) == 1, batched["totals"]
 
 
+@pytest.mark.parametrize(("view", "tasks"), [("page100", 100), ("export", N_TASKS)])
+def test_feature_flags_are_read_once_per_page_or_export_batch(
+    renders: dict[bool, dict[str, Any]], view: str, tasks: int
+) -> None:
+    batched, shipped = renders[True][view]["flag_evaluations"], renders[False][view]["flag_evaluations"]
+    # Label Studio as shipped: two flags per task (if this fails, upstream stopped asking per task).
+    assert shipped >= 2 * tasks, shipped
+    assert batched <= 20, batched
+
+
 def test_the_totals_index_is_built(renders: dict[bool, dict[str, Any]]) -> None:
     assert renders[True]["totals_index_valid"] is True, "labelstack_task_project_totals missing or invalid"
 

@@ -5,7 +5,8 @@ the data manager costs ~240 queries, an export two per task. Every query is a ro
 Django's per-query work, which dominated both figures in `make bench`. This app loads those relations for a
 whole page or export batch at once (`prefetch_related`), which is what Label Studio already does for the
 tasks' annotations and predictions, and stops the export from building a Project per task. Each page's task count
-is taken in the same scan as its annotation and prediction totals, over an index that holds them (migrations/).
+is taken in the same scan as its annotation and prediction totals, over an index that holds them (migrations/),
+and the feature flags Label Studio's serializers ask about for every task are read once per page or batch.
 The output is unchanged (tests/integration/test_batching.py compares it with Label Studio's own).
 
 If a Label Studio upgrade renames what is adjusted here, the app logs a warning and changes nothing.
@@ -14,8 +15,10 @@ If a Label Studio upgrade renames what is adjusted here, the app logs a warning 
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 
 from django.apps import AppConfig
@@ -27,6 +30,10 @@ from rest_framework.request import Request
 from rest_framework.serializers import ListSerializer, Serializer
 
 RELATED = ("drafts", "comment_authors")
+# The modules whose serializers read Label Studio's feature flags per task and annotation (as `flag_set`).
+FLAG_READERS = ("core.feature_flags", "tasks.serializers", "data_manager.serializers", "fsm.serializer_fields")
+# (each imported flag_set by name; core.feature_flags is where the export's serializers look it up per call)
+FLAG_PARAMETERS = ("feature_flag", "user", "override_system_default", "organization")
 # Project.update_tasks_counters_and_task_states as Label Studio 1.23 calls it after an import.
 COUNTERS_PARAMETERS = ("self", "tasks_queryset", "maximum_annotations_changed", "overlap_cohort_percentage_changed",
                        "tasks_number_changed", "from_scratch", "recalculate_stats_counts")  # fmt: skip
@@ -35,8 +42,33 @@ TOTALS_PARAMETERS = ("self", "queryset", "request", "view")
 log = logging.getLogger(__name__)
 
 
+# The feature flags read while this thread serializes one list of tasks (flag, arguments -> value); unset outside.
+_batch_flags = threading.local()
+
+
+def flags_read_once_per_batch(original: Callable[..., bool]) -> Callable[..., bool]:
+    """Label Studio's flag_set, answering each question once per serialized list: its serializers ask the same two
+    flags for the same user for every task and annotation, each an evaluation by the LaunchDarkly client (a
+    tenth of an export's time)."""
+
+    @functools.wraps(original)
+    def flag_set(*args: object, **kwargs: object) -> bool:
+        memo = getattr(_batch_flags, "memo", None)
+        key = (args, tuple(sorted(kwargs.items())))
+        try:
+            if memo is None or key in memo:
+                return original(*args, **kwargs) if memo is None else memo[key]
+        except TypeError:  # an argument that cannot be a dictionary key (none of Label Studio's)
+            return original(*args, **kwargs)
+        memo[key] = original(*args, **kwargs)
+        return memo[key]
+
+    return flag_set
+
+
 class BatchedListSerializer(ListSerializer):
-    """A list serializer that loads RELATED for all of its tasks in one query each."""
+    """A list serializer that loads RELATED for all of its tasks in one query each, and reads each feature flag
+    once."""
 
     def to_representation(self, data: Iterable[Model]) -> list[dict[str, object]]:
         if isinstance(data, QuerySet):
@@ -46,7 +78,12 @@ class BatchedListSerializer(ListSerializer):
             data = data.select_related(None).prefetch_related(*RELATED)
         elif isinstance(data, list):
             prefetch_related_objects(data, *RELATED)
-        return super().to_representation(data)
+        outer = getattr(_batch_flags, "memo", None)
+        _batch_flags.memo = {} if outer is None else outer
+        try:
+            return super().to_representation(data)
+        finally:
+            _batch_flags.memo = outer
 
 
 def own_drafts(self: Serializer, user: Model, drafts: Manager) -> list[Model]:
@@ -129,6 +166,7 @@ class BatchingConfig(AppConfig):
         for serializer in (BaseExportDataSerializer, DataManagerTaskSerializer):
             serializer.Meta.list_serializer_class = BatchedListSerializer
         DataManagerTaskSerializer.get_drafts_queryset = own_drafts
+        self.read_flags_once_per_batch()
         self.skip_recount_of_unannotated_imports()
         self.count_pages_in_one_scan()
 
@@ -152,3 +190,16 @@ class BatchingConfig(AppConfig):
             log.warning("labelstack_batching: Label Studio changed its task-list totals; pages count as shipped")
             return
         TaskPagination.paginate_totals_queryset = totals_in_one_scan(TaskPagination)
+
+    @staticmethod
+    def read_flags_once_per_batch() -> None:
+        for name in FLAG_READERS:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:  # a module this Label Studio version does not have
+                continue
+            original = getattr(module, "flag_set", None)
+            if original is None or tuple(inspect.signature(original).parameters) != FLAG_PARAMETERS:
+                log.warning("labelstack_batching: Label Studio changed %s.flag_set; flags read as shipped", name)
+                continue
+            module.flag_set = flags_read_once_per_batch(original)
