@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from labelstack_testlib import REPO, load_module
 
@@ -150,6 +154,7 @@ def test_scale_report_holds_each_size_the_ratios_and_the_cost_curve() -> None:
         "1000": {"deployed": _side(1000, 100.0, 40.0), "quickstart": _side(1000, 400.0, 100.0)},
         "10000": {"deployed": _side(10000, 200.0, 80.0), "quickstart": _side(10000, 500.0, 100.0)},
     }
+    runs["10000"]["quickstart"]["retried"] = ["PATCH /api/dm/views/7: 500"]
     report = {
         "mode": "scale",
         "started": "20260101T000000Z",
@@ -172,7 +177,31 @@ def test_scale_report_holds_each_size_the_ratios_and_the_cost_curve() -> None:
     assert "| filter: tasks without annotations, p95 (ms) | 80.0 | 100.0 | 0.8 | <= 0.5 NO |" in table
     assert "| page p95 (ms) | 100.0 | 200.0 | 2.0 | 400.0 | 500.0 | 1.25 | <= 1.5 NO |" in table
     assert "imported in one request" in table
-    assert "Wall time of the quickstart run: 61 s (import 2, filters 30)." in table
+    assert "Wall time of the quickstart run: 61 s (import 2, filters 30).\n" in table
+    assert "Wall time of the quickstart run: 61 s (import 2, filters 30). Sent again after a server error:" in table
+
+
+def test_a_request_that_may_be_retried_is_sent_once_more_after_a_server_error() -> None:
+    answers = iter([500, 200, 500, 500, 500])
+
+    class Server(BaseHTTPRequestHandler):
+        def do_PATCH(self) -> None:
+            self.send_response(next(answers))
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Server) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        client = bench.Client(f"http://127.0.0.1:{server.server_address[1]}", "token", True)
+        assert client.call("PATCH", "/api/dm/views/1", retry=True).status_code == 200
+        with pytest.raises(bench.BenchError, match="answered 500"):
+            client.call("PATCH", "/api/dm/views/2", retry=True)  # a second error is the answer
+        with pytest.raises(bench.BenchError, match="answered 500"):
+            client.call("PATCH", "/api/dm/views/3")
+        server.shutdown()
+    assert client.retried == ["PATCH /api/dm/views/1: 500", "PATCH /api/dm/views/2: 500"]
 
 
 def test_scale_arguments_default_to_the_issue_sizes_and_sixteen_clients() -> None:
