@@ -97,6 +97,8 @@ def test_restore_after_destroy_brings_everything_back(
     destroyed = run_playbook("destroy.yml", deployment.inventory, "-e", '{"labelstack_destroy_data": true}')
     assert destroyed.returncode == 0, destroyed.output[-4000:]
     assert not deployment.host.file(deployment.app_data_dir).exists
+    # Every data folder of the test stack lives in its labelstack_data_dir, which goes when they leave it empty.
+    assert not deployment.host.file(str(deployment.variables["labelstack_data_dir"])).exists
     restored = run_playbook(
         "restore.yml", deployment.inventory, "-e", json.dumps({"labelstack_restore_backup": backup_name(run)})
     )
