@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 import testinfra
 
 from labelstack_testlib import (
+    REPO,
     Api,
     Deployment,
     PlaybookRun,
@@ -24,6 +26,7 @@ from labelstack_testlib import (
     trust_deployment_ca,
     wait_for,
 )
+from ml.mllib import CONFIG, make_texts
 
 INVENTORY = "inventory/test-ha"
 HOST_SET = "ha"
@@ -34,6 +37,11 @@ PATRONI_PORT = 8008
 # the balancer host.
 APP_HOSTS = {"app": "10.213.17.10", "app2": "10.213.17.14"}
 LB_HOST = "lb"
+# The tasks of each test module's project, and the folder of the reports the README quotes.
+N_TASKS = 50
+REPORTS = REPO / "reports"
+# A project of the tests: its id, task ids and a label per task.
+Project = tuple[int, list[int], list[str]]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -166,3 +174,23 @@ class Cluster:
 @pytest.fixture(scope="session")
 def cluster(app: testinfra.host.Host, db_hosts: dict[str, testinfra.host.Host]) -> Cluster:
     return Cluster(app, db_hosts)
+
+
+@pytest.fixture(scope="module")
+def project(api: Api) -> Iterator[Project]:
+    """A text classification project of N_TASKS tasks for one test module, deleted afterwards."""
+    rows = make_texts(N_TASKS, seed=17)
+    pid = api.call("POST", "/api/projects", {"title": f"ha-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})["id"]
+    api.call("POST", f"/api/projects/{pid}/import", [{"text": text} for text, _ in rows])
+    yield pid, sorted(int(t["id"]) for t in api.all_tasks(pid)), [label for _, label in rows]
+    api.call("DELETE", f"/api/projects/{pid}", ok=(204, 404))
+
+
+def record(report: str, how: str, values: dict[str, object], record_property: Callable[[str, object], None]) -> None:
+    """One measurement into the junit report and into reports/<report>.json under `how` (the README quotes it)."""
+    for key, value in values.items():
+        record_property(f"{how}_{key}", value)
+    path = REPORTS / f"{report}.json"
+    path.parent.mkdir(exist_ok=True)
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(previous | {how: values}, indent=2) + "\n")

@@ -13,23 +13,22 @@ The numbers go into the junit report (record_property) and reports/ha-app-tier.j
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 import requests
 import testinfra
 
-from labelstack_testlib import REPO, Api, Deployment, expect, wait_for
-from ml.mllib import CONFIG, choice_result, make_images, make_texts
+from labelstack_testlib import Api, Deployment, expect, wait_for
+from ml.mllib import choice_result, make_images
 
-from .conftest import APP_HOSTS, HOST_SET
+from .conftest import APP_HOSTS, HOST_SET, Project, record
 
 # The promise: requests fail only during the balancer's detection window, at most this long.
 TARGET_ERROR_SECONDS = 5
@@ -39,11 +38,8 @@ CLIENTS = 4
 AFTER_KILL_SECONDS = 20
 # How long a revived app host may take to serve through the balancer again (uWSGI loads Label Studio first).
 REJOIN_TIMEOUT = 240
-N_TASKS = 40
 # The balancer names the app host that answered (lb-haproxy.cfg.j2).
 APP_HOST_HEADER = "X-Labelstack-App-Host"
-REPORT = REPO / "reports" / "ha-app-tier.json"
-Project = tuple[int, list[int], list[str]]
 
 
 @dataclass(frozen=True)
@@ -119,23 +115,6 @@ class AppHostLoss:
     error_seconds: float  # first failed request sent -> last failed request answered (0 when none failed)
     served_by_the_other: bool  # every success after the detection window came from the other host
     rejoined_seconds: float  # revived -> the host answers through the balancer again
-
-
-def record(result: AppHostLoss, record_property: Callable[[str, object], None]) -> None:
-    for key, value in result.__dict__.items():
-        record_property(f"{result.how}_{key}", value)
-    REPORT.parent.mkdir(exist_ok=True)
-    previous = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    REPORT.write_text(json.dumps(previous | {result.how: result.__dict__}, indent=2) + "\n")
-
-
-@pytest.fixture(scope="module")
-def project(api: Api) -> Iterator[Project]:
-    rows = make_texts(N_TASKS, seed=23)
-    pid = api.call("POST", "/api/projects", {"title": f"ha-app-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})["id"]
-    api.call("POST", f"/api/projects/{pid}/import", [{"text": text} for text, _ in rows])
-    yield pid, sorted(int(t["id"]) for t in api.all_tasks(pid)), [label for _, label in rows]
-    api.call("DELETE", f"/api/projects/{pid}", ok=(204, 404))
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +244,6 @@ def test_losing_an_app_host_fails_requests_only_while_the_balancer_notices(
         result = lose_app_host(how, name, Kill(app_hosts, deployment), load)
     finally:
         load.finish()
-    record(result, record_property)
+    record("ha-app-tier", result.how, result.__dict__, record_property)
     assert result.error_seconds <= TARGET_ERROR_SECONDS, result
     assert result.served_by_the_other, result

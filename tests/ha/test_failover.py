@@ -17,28 +17,22 @@ import json
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import requests
 import testinfra
 
-from labelstack_testlib import REPO, Api, Deployment, parse_env_file, wait_for
-from ml.mllib import CONFIG, choice_result, make_texts
+from labelstack_testlib import Api, Deployment, parse_env_file, wait_for
+from ml.mllib import choice_result
 
-from .conftest import APP_HOSTS, DB_HOSTS, HOST_SET, LB_HOST, Cluster, Provisioned
+from .conftest import APP_HOSTS, DB_HOSTS, HOST_SET, LB_HOST, REPORTS, Cluster, Project, Provisioned, record
 
 # The issue's promise: a replica is promoted, and the app writes again, within 30 s of losing the primary.
 TARGET_SECONDS = 30
 # How long the cluster may take to be whole again (a rejoining member rewinds or copies its data first).
 REJOIN_TIMEOUT = 240
-N_TASKS = 50
-REPORT = REPO / "reports" / "ha-failover.json"
-# A project of the test: its id, task ids and a label per task.
-Project = tuple[int, list[int], list[str]]
 
 
 @dataclass
@@ -100,28 +94,11 @@ class Failover:
     lost: int  # of those, missing afterwards
 
 
-def record(result: Failover, record_property: Callable[[str, object], None]) -> None:
-    for key, value in result.__dict__.items():
-        record_property(f"{result.how}_{key}", value)
-    REPORT.parent.mkdir(exist_ok=True)
-    previous = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    REPORT.write_text(json.dumps(previous | {result.how: result.__dict__}, indent=2) + "\n")
-
-
 def app_start(app: testinfra.host.Host, deployment: Deployment) -> str:
     """The app container's start time and restart count: unchanged means it was not restarted."""
     return app.check_output(
         "docker inspect --format '{{.State.StartedAt}} {{.RestartCount}}' %s", deployment.container("app")
     )
-
-
-@pytest.fixture(scope="module")
-def project(api: Api) -> Iterator[Project]:
-    rows = make_texts(N_TASKS, seed=17)
-    pid = api.call("POST", "/api/projects", {"title": f"ha-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})["id"]
-    api.call("POST", f"/api/projects/{pid}/import", [{"text": text} for text, _ in rows])
-    yield pid, sorted(int(t["id"]) for t in api.all_tasks(pid)), [label for _, label in rows]
-    api.call("DELETE", f"/api/projects/{pid}", ok=(204, 404))
 
 
 def annotation_ids(api: Api, project: int) -> set[int]:
@@ -255,7 +232,7 @@ def test_losing_the_primary_promotes_a_replica_and_loses_no_acknowledged_annotat
     kill = Kill(cluster)
     started = app_start(app, deployment)
     result = lose_primary(how, getattr(kill, how), getattr(kill, f"{how}_revive"), cluster, api, project)
-    record(result, record_property)
+    record("ha-failover", result.how, result.__dict__, record_property)
     assert result.writes_back_seconds <= TARGET_SECONDS, result
     assert result.lost == 0, result
     assert app_start(app, deployment) == started, "the app was restarted"
@@ -263,4 +240,4 @@ def test_losing_the_primary_promotes_a_replica_and_loses_no_acknowledged_annotat
 
 def test_report_written() -> None:
     """Both failovers are in the report the README quotes."""
-    assert set(json.loads(Path(REPORT).read_text())) >= {"container_stopped", "host_paused"}
+    assert set(json.loads((REPORTS / "ha-failover.json").read_text())) >= {"container_stopped", "host_paused"}
