@@ -36,7 +36,9 @@ from labelstack_testlib import (  # noqa: E402 - found above
     NotDeployedError,
     ansible_environment,
     inventory_host,
+    restore_time_text,
     run_playbook,
+    wal_archive_lag_seconds,
 )
 
 CONFIG = '<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/><Choice value="b"/></Choices></View>'  # noqa: E501
@@ -102,7 +104,10 @@ def measure(api: Client, pid: int, args: argparse.Namespace) -> dict[str, object
         api.call("POST", f"/api/tasks/{task_id}/annotations?project={pid}", json={"result": result})
 
     backup_seconds, output = playbook("backup.yml", args.inventory)
-    base = re.search(r"Base backup (\S+) in (/\S+): (.+?) in the repository \((.+?) of database\)", output)
+    # Ansible's output may wrap a long line: matched with its whitespace folded.
+    base = re.search(
+        r"Base backup (\S+) in (/\S+): (.+?) in the repository \((.+?) of database\)", " ".join(output.split())
+    )
     match = re.search(r"Backup (\d{8}T\d{6}Z) \(([^)]+)\)", output)
     if not match:
         fail(f"backup.yml printed no backup name:\n{output[-2000:]}")
@@ -125,11 +130,6 @@ def measure(api: Client, pid: int, args: argparse.Namespace) -> dict[str, object
     } | ({"base_backup": base[1], "pitr_repo_dir": base[2], "base_backup_size": base[3]} if base else {})
 
 
-def utc_text(moment: float) -> str:
-    """A moment as `make restore AT=` takes it (UTC, whole seconds)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(moment))
-
-
 def measure_pitr(
     api: Client, pid: int, args: argparse.Namespace, db_container: str, backups: dict[str, object]
 ) -> dict[str, object]:
@@ -141,20 +141,13 @@ def measure_pitr(
     last = call(api, "POST", f"/api/tasks/{tasks[0]}/annotations?project={pid}", json={"result": result})
     time.sleep(1)
     moment = float(int(time.time()))
-    lag = float(
-        host.check_output(
-            "docker exec %s sh -c %s",
-            db_container,
-            'psql -U "$POSTGRES_USER" -d postgres -tAc'
-            ' "SELECT extract(epoch FROM now() - last_archived_time) FROM pg_stat_archiver"',
-        )
-    )
+    lag = wal_archive_lag_seconds(host, db_container)
     time.sleep(2)
     api.call("DELETE", f"/api/projects/{pid}", ok=(204,))
     seconds, _ = playbook(
         "restore.yml",
         args.inventory,
-        {"labelstack_restore_time": utc_text(moment), "labelstack_restore_safety_backup": False},
+        {"labelstack_restore_time": restore_time_text(moment), "labelstack_restore_safety_backup": False},
     )
     restored = call(api, "GET", f"/api/projects/{pid}")
     if restored["task_number"] != args.tasks or restored["total_annotations_number"] != args.annotations + 1:

@@ -435,6 +435,23 @@ def expect(response: requests.Response, status: int, what: str) -> JsonValue:
 # ---------------------------------------------------------------- polling
 
 
+def restore_time_text(moment: float) -> str:
+    """A moment as `make restore AT=` takes it (UTC, whole seconds)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(moment))
+
+
+def wal_archive_lag_seconds(host: testinfra.host.Host, db_container: str) -> float:
+    """Seconds since PostgreSQL last archived a WAL segment: what a lost disk would take with it now."""
+    return float(
+        host.check_output(
+            "docker exec %s sh -c %s",
+            db_container,
+            'psql -U "$POSTGRES_USER" -d postgres -tAc'
+            ' "SELECT extract(epoch FROM now() - last_archived_time) FROM pg_stat_archiver"',
+        )
+    )
+
+
 def wait_for(check: Callable[[], T | None], timeout: float, message: str, interval: float = 1.0) -> T:
     """Poll `check` until it returns something truthy; fail with `message` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -210,3 +210,57 @@ def test_plain_http_redirects_to_https(deployment: Deployment) -> None:
     # To the configured HTTPS URL, whatever Host the client sent.
     assert location == f"{deployment.url}/projects/?page=2", location
     assert location.startswith("https://"), location
+
+
+# Run inside the app container: the deployed uwsgi.ini with a stand-in application that answers after 4 s, on a
+# loopback port of its own, with limits of 2 s for requests and 10 s for imports. Prints each path's outcome.
+UWSGI_LIMITS_PROBE = """
+import json, os, re, socket, subprocess, sys, tempfile, time, urllib.request
+from pathlib import Path
+work = Path(tempfile.mkdtemp())
+(work / "slow.py").write_text(
+    "import time\\ndef application(env, start_response):\\n"
+    "    time.sleep(4)\\n    start_response('200 OK', [])\\n    return [b'done']\\n")
+ini = Path("/label-studio/deploy/uwsgi.ini").read_text()
+for key, value in (("http", "127.0.0.1:18001"), ("module", "slow:application"), ("chdir", str(work))):
+    ini = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", ini)
+(work / "uwsgi.ini").write_text(ini)
+env = dict(os.environ, UWSGI_HARAKIRI="2", UWSGI_IMPORT_HARAKIRI="10", UWSGI_HTTP_TIMEOUT="10",
+           UWSGI_PROCESSES="1", UWSGI_NUMBER_OF_THREADS="2")
+uwsgi = subprocess.Popen([str(Path(sys.executable).parent / "uwsgi"), "--ini", str(work / "uwsgi.ini")], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    deadline = time.monotonic() + 20
+    while socket.socket().connect_ex(("127.0.0.1", 18001)) != 0:
+        assert time.monotonic() < deadline, "the probe's uWSGI did not listen within 20 s"
+        time.sleep(0.2)
+    outcome = {}
+    for path in ("/api/projects/7/import", "/api/projects/7/reimport/", "/api/tasks", "/api/projects/7/export"):
+        started = time.monotonic()
+        try:
+            status = urllib.request.urlopen("http://127.0.0.1:18001" + path, timeout=15).status
+        except Exception as exc:
+            status = type(exc).__name__
+        outcome[path] = [status, round(time.monotonic() - started, 1)]
+    print(json.dumps(outcome))
+finally:
+    uwsgi.terminate()
+    uwsgi.wait(20)
+"""
+
+
+def test_an_import_may_run_past_the_request_timeout(containers: dict[str, dict], deployment: Deployment) -> None:
+    """Label Studio imports inside the request: uWSGI lets an import run for labelstack_wsgi_import_timeout, and
+    ends every other request after labelstack_wsgi_timeout (the deployed uwsgi.ini, run with short limits)."""
+    app = containers["app"]
+    env = dict(item.split("=", 1) for item in app["Config"]["Env"])
+    assert int(env["UWSGI_IMPORT_HARAKIRI"]) >= int(env["UWSGI_HARAKIRI"]), env
+    assert env["UWSGI_HTTP_TIMEOUT"] == env["UWSGI_IMPORT_HARAKIRI"], "the router would give up on a long import"
+    out = deployment.host.check_output("docker exec %s python3 -c %s", app["Name"].lstrip("/"), UWSGI_LIMITS_PROBE)
+    outcome = json.loads(out.splitlines()[-1])
+    for path in ("/api/projects/7/import", "/api/projects/7/reimport/"):
+        assert outcome[path][0] == 200, f"an import ({path}) was ended before its 4 s: {outcome}"
+    for path in ("/api/tasks", "/api/projects/7/export"):
+        status, seconds = outcome[path]
+        assert status != 200, f"{path} ran past the 2 s request limit: {outcome}"
+        assert seconds < 3.5, f"{path} was ended late: {outcome}"

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from labelstack_testlib import Api, Deployment, PlaybookRun, run_playbook, wait_all_healthy
+from labelstack_testlib import (
+    Api,
+    Deployment,
+    PlaybookRun,
+    restore_time_text,
+    run_playbook,
+    wait_all_healthy,
+    wal_archive_lag_seconds,
+)
 from ml.mllib import CONFIG, choice_result, make_texts
 
 pytestmark = pytest.mark.recovery
@@ -29,11 +37,6 @@ WRITE_BEFORE_T = 100
 # ...and on after T, so annotations made after T exist to be undone (the project is deleted after that).
 WRITE_AFTER_T = 15
 N_TASKS = 400
-
-
-def utc_text(moment: float) -> str:
-    """A moment as `make restore AT=` takes it (UTC, whole seconds)."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(moment))
 
 
 def restore_to(deployment: Deployment, moment: str) -> PlaybookRun:
@@ -120,14 +123,7 @@ def test_restore_to_a_time_undoes_a_deleted_project(
         time.sleep(WRITE_BEFORE_T)
         moment = float(int(time.time()))  # T, in whole seconds as `make restore AT=` takes it
         # What a lost disk would have taken at T: the changes since the newest segment in the repository.
-        lag = float(
-            deployment.host.check_output(
-                "docker exec %s sh -c %s",
-                deployment.container("db"),
-                'psql -U "$POSTGRES_USER" -d postgres -tAc'
-                ' "SELECT extract(epoch FROM now() - last_archived_time) FROM pg_stat_archiver"',
-            )
-        )
+        lag = wal_archive_lag_seconds(deployment.host, deployment.container("db"))
         time.sleep(WRITE_AFTER_T)
     finally:
         writer.stop.set()
@@ -141,7 +137,7 @@ def test_restore_to_a_time_undoes_a_deleted_project(
     assert after_t, f"the writer made nothing after T: {writer.errors[:3]}"
 
     started = time.monotonic()
-    run = restore_to(deployment, utc_text(moment))
+    run = restore_to(deployment, restore_time_text(moment))
     took = time.monotonic() - started
     assert run.returncode == 0, run.output[-6000:]
     assert f"from file backup {file_backup}" in " ".join(run.output.split()), run.output[-6000:]
