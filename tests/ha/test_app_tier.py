@@ -33,7 +33,7 @@ from .conftest import APP_HOSTS, HOST_SET, Project, record
 # The promise: requests fail only during the balancer's detection window, at most this long.
 TARGET_ERROR_SECONDS = 5
 # Clients reading and annotating through the balancer at once.
-CLIENTS = 4
+CLIENTS = 8
 # How long the load goes on after the kill: well past the detection window, so late failures would show.
 AFTER_KILL_SECONDS = 20
 # How long a revived app host may take to serve through the balancer again (uWSGI loads Label Studio first).
