@@ -23,9 +23,17 @@ def test_the_other_app_hosts_run_the_server_the_entrypoint_runs_after_migrating(
     assert followers.group(1) == served.group(1)
 
 
-def test_the_balanced_override_changes_the_apps_command_only() -> None:
+def test_the_balanced_override_changes_the_apps_command_and_keeps_its_cache_off_the_shared_folder() -> None:
     services = yaml.safe_load((COMPOSE / "docker-compose.balanced.yml").read_text())["services"]
-    assert services == {"app": {"command": "${LABELSTACK_APP_COMMAND:?}"}}
+    assert services == {
+        "app": {
+            "command": "${LABELSTACK_APP_COMMAND:?}",
+            "volumes": ["${LABELSTACK_APP_CACHE_DIR:?}:/label-studio/data/cache"],
+        }
+    }
+    # The counters' folder (labelstack_settings.py) is under the data folder the app hosts share.
+    settings = (COMPOSE / "app" / "settings" / "labelstack_settings.py").read_text()
+    assert 'os.path.join(BASE_DATA_DIR, "cache", "auth-failures")' in settings
 
 
 def test_the_balancer_publishes_https_only_with_the_key_beside_the_certificate() -> None:
