@@ -133,7 +133,7 @@ test-hosts: venv ## Provision two fresh SSH test hosts (db + offline app from a 
 	$(BIN)/pytest tests/infra tests/smoke tests/ml/test_ml_backend.py tests/ml/test_deploy_wiring.py \
 	  --inventory inventory/test-hosts --junitxml=$(REPORTS)/hosts-smoke.xml
 
-test-ha: venv ## Provision four fresh SSH test hosts (3 Patroni/etcd db hosts + app behind HAProxy), fail the primary over twice, remove them; ~25 min, so not in `test`
+test-ha: venv ## Provision six fresh SSH test hosts (3 Patroni/etcd db hosts, 2 app hosts, their balancer), lose an app host and the primary twice each, remove them; ~40 min, so not in `test`
 	trap 'scripts/testhosts.sh --set ha down' EXIT; \
 	$(BIN)/pytest tests/ha --keep-ha-testhosts --junitxml=$(REPORTS)/ha.xml
 

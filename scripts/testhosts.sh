@@ -22,13 +22,16 @@ Hosts of set `default` (name, SSH port on 127.0.0.1, address on network labelsta
   db   127.0.0.1:22202  10.213.7.11
 
 Hosts of set `ha` (containers labelstack-ha-*, network labelstack-ha):
-  app  127.0.0.1:22211  10.213.17.10  127.0.0.1:22453 -> 8443 (Label Studio over HTTPS)
-  db1  127.0.0.1:22212  10.213.17.11
-  db2  127.0.0.1:22213  10.213.17.12
-  db3  127.0.0.1:22214  10.213.17.13
+  app   127.0.0.1:22211  10.213.17.10
+  db1   127.0.0.1:22212  10.213.17.11
+  db2   127.0.0.1:22213  10.213.17.12
+  db3   127.0.0.1:22214  10.213.17.13
+  app2  127.0.0.1:22215  10.213.17.14
+  lb    127.0.0.1:22216  10.213.17.20  127.0.0.1:22453 -> 8443 (Label Studio over HTTPS, the balancer)
 
 Options:
   --set SET     default or ha (env TESTHOSTS_SET, default `default`)
+  --cpus N      CPUs each host started by `up` may use (env TESTHOSTS_CPUS, default: no limit; a shared machine)
   --dir DIR     where the key and known_hosts live (env TESTHOSTS_DIR, default .testhosts for set default,
                 .testhosts-ha for set ha; gitignored)
   -h, --help    this text
@@ -38,6 +41,7 @@ USAGE
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 set=${TESTHOSTS_SET:-default}
 dir=${TESTHOSTS_DIR:-}
+cpus=${TESTHOSTS_CPUS:-}
 base_image=labelstack/debian:bookworm
 image=labelstack/testhost:latest
 offline_chain=LABELSTACK-OFFLINE
@@ -49,6 +53,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --set) set=${2:-}; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
+    --cpus) cpus=${2:-}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     up|down|status) command=$1; shift ;;
     offline|online|remove) command=$1; target=${2:-}; [[ -n $target ]] || fail "$1 needs a host name (see --help)"; shift 2 ;;
@@ -72,10 +77,12 @@ case "$set" in
     prefix=labelstack-ha
     subnet=10.213.17.0/24
     hosts=(
-      "app 22211 10.213.17.10 127.0.0.1:22453:8443"
+      "app 22211 10.213.17.10 -"
       "db1 22212 10.213.17.11 -"
       "db2 22213 10.213.17.12 -"
       "db3 22214 10.213.17.13 -"
+      "app2 22215 10.213.17.14 -"
+      "lb 22216 10.213.17.20 127.0.0.1:22453:8443"
     )
     dir=${dir:-$repo/.testhosts-ha}
     ;;
@@ -118,10 +125,11 @@ start_host() {
     return 0
   fi
   docker rm -f "$container" >/dev/null 2>&1 || true
-  local publish=(--publish "127.0.0.1:$port:22")
+  local publish=(--publish "127.0.0.1:$port:22") limits=()
   [[ $extra == - ]] || publish+=(--publish "$extra")
+  [[ -z $cpus ]] || limits=(--cpus "$cpus")
   docker run --detach --name "$container" --hostname "$name" --privileged --init \
-    --network "$network" --ip "$address" "${publish[@]}" \
+    --network "$network" --ip "$address" "${publish[@]}" "${limits[@]}" \
     --volume "$container-docker:/var/lib/docker" \
     --volume "$dir/id_ed25519.pub:/root/.ssh/authorized_keys:ro" \
     --label labelstack.testhost=true --label "labelstack.testhost.set=$set" "$image" >/dev/null

@@ -290,7 +290,7 @@ def load_deployment(
             backup_dir=creds["LABELSTACK_BACKUP_DIR"],
             variables=host.ansible.get_variables(),
             credentials=creds,
-            ca_bundle=_trust_deployment_ca(host, creds["LABELSTACK_CA_CERT"], tmp),
+            ca_bundle=trust_deployment_ca(host, creds["LABELSTACK_CA_CERT"], tmp),
         )
     except KeyError as exc:  # a stack deployed by an older labelstack: its file lacks the newer keys
         raise NotDeployedError(
@@ -298,7 +298,7 @@ def load_deployment(
         ) from exc
 
 
-def _trust_deployment_ca(host: testinfra.host.Host, ca_path: str, tmp: pytest.TempPathFactory) -> str:
+def trust_deployment_ca(host: testinfra.host.Host, ca_path: str, tmp: pytest.TempPathFactory) -> str:
     """Trust the CA the deploy generated for its proxy, in this process and its children; '' when none.
 
     requests (and pip) read REQUESTS_CA_BUNDLE, httpx (label-studio-sdk) SSL_CERT_FILE. The bundle keeps

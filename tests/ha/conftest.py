@@ -1,16 +1,20 @@
 """Fresh test servers of the HA layout (`scripts/testhosts.sh --set ha`): three database hosts running
-PostgreSQL under Patroni with etcd, an app host reaching the primary through its HAProxy."""
+PostgreSQL under Patroni with etcd, two app hosts each reaching the primary through its HAProxy, and a balancer
+host in front of them (HTTPS, the arbiter copy of their shared GlusterFS folders)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 import testinfra
 
 from labelstack_testlib import (
+    REPO,
     Api,
     Deployment,
     PlaybookRun,
@@ -19,14 +23,25 @@ from labelstack_testlib import (
     inventory_host,
     load_deployment,
     testhosts,
+    trust_deployment_ca,
     wait_for,
 )
+from ml.mllib import CONFIG, make_texts
 
 INVENTORY = "inventory/test-ha"
 HOST_SET = "ha"
 # The database hosts, their addresses on the test network (inventory/test-ha/hosts.yml) and Patroni's port.
 DB_HOSTS = {"db1": "10.213.17.11", "db2": "10.213.17.12", "db3": "10.213.17.13"}
 PATRONI_PORT = 8008
+# The app hosts and their addresses on the test network (the balancer reaches each there, on labelstack_port), and
+# the balancer host.
+APP_HOSTS = {"app": "10.213.17.10", "app2": "10.213.17.14"}
+LB_HOST = "lb"
+# The tasks of each test module's project, and the folder of the reports the README quotes.
+N_TASKS = 50
+REPORTS = REPO / "reports"
+# A project of the tests: its id, task ids and a label per task.
+Project = tuple[int, list[int], list[str]]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,20 +58,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 class Provisioned:
     """The deploy runs made against the fresh hosts."""
 
-    first_run: PlaybookRun | None  # Docker and the whole stack on four empty servers (None with --ha-deployed)
+    first_run: PlaybookRun | None  # Docker and the whole stack on six empty servers (None with --ha-deployed)
     second_run: PlaybookRun  # the same again: nothing may change
 
 
 @pytest.fixture(scope="session")
 def provisioned(request: pytest.FixtureRequest) -> Iterator[Provisioned]:
-    """Four hosts from nothing: the images bundled on this machine, then the deploy twice."""
+    """Six hosts from nothing: the images bundled on this machine, then the deploy twice."""
     deployed = request.config.getoption("--ha-deployed")
     first_run = None
     try:
         if not deployed:
             testhosts(HOST_SET, "down")
             testhosts(HOST_SET, "up")
-            # Built once here rather than on each host: four hosts building at once on a shared machine is slow.
+            # Built once here rather than on each host: six hosts building at once on a shared machine is slow.
             deploy_or_exit("bundle.yml", INVENTORY)
             first_run = deploy_or_exit("site.yml", INVENTORY)
         yield Provisioned(first_run, deploy_or_exit("site.yml", INVENTORY))
@@ -76,8 +91,24 @@ def db_hosts(provisioned: Provisioned) -> dict[str, testinfra.host.Host]:
 
 
 @pytest.fixture(scope="session")
-def deployment(app: testinfra.host.Host, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
-    return load_deployment(INVENTORY, app, tmp_path_factory)
+def app_hosts(provisioned: Provisioned) -> dict[str, testinfra.host.Host]:
+    return {name: inventory_host(INVENTORY, name) for name in APP_HOSTS}
+
+
+@pytest.fixture(scope="session")
+def lb(provisioned: Provisioned) -> testinfra.host.Host:
+    return inventory_host(INVENTORY, LB_HOST)
+
+
+@pytest.fixture(scope="session")
+def deployment(
+    app: testinfra.host.Host, lb: testinfra.host.Host, tmp_path_factory: pytest.TempPathFactory
+) -> Deployment:
+    """The stack as the first app host's credentials.env describes it; its URL is the balancer's, whose
+    certificate the balancer host's CA signed."""
+    found = load_deployment(INVENTORY, app, tmp_path_factory)
+    ca = f"{host_setting(lb, 'labelstack_secrets_dir')}/tls/ca.crt"
+    return dataclasses.replace(found, ca_bundle=trust_deployment_ca(lb, ca, tmp_path_factory))
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +174,23 @@ class Cluster:
 @pytest.fixture(scope="session")
 def cluster(app: testinfra.host.Host, db_hosts: dict[str, testinfra.host.Host]) -> Cluster:
     return Cluster(app, db_hosts)
+
+
+@pytest.fixture(scope="module")
+def project(api: Api) -> Iterator[Project]:
+    """A text classification project of N_TASKS tasks for one test module, deleted afterwards."""
+    rows = make_texts(N_TASKS, seed=17)
+    pid = api.call("POST", "/api/projects", {"title": f"ha-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})["id"]
+    api.call("POST", f"/api/projects/{pid}/import", [{"text": text} for text, _ in rows])
+    yield pid, sorted(int(t["id"]) for t in api.all_tasks(pid)), [label for _, label in rows]
+    api.call("DELETE", f"/api/projects/{pid}", ok=(204, 404))
+
+
+def record(report: str, how: str, values: dict[str, object], record_property: Callable[[str, object], None]) -> None:
+    """One measurement into the junit report and into reports/<report>.json under `how` (the README quotes it)."""
+    for key, value in values.items():
+        record_property(f"{how}_{key}", value)
+    path = REPORTS / f"{report}.json"
+    path.parent.mkdir(exist_ok=True)
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(previous | {how: values}, indent=2) + "\n")

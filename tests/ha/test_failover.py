@@ -17,28 +17,22 @@ import json
 import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import requests
 import testinfra
 
-from labelstack_testlib import REPO, Api, Deployment, parse_env_file, wait_for
-from ml.mllib import CONFIG, choice_result, make_texts
+from labelstack_testlib import Api, Deployment, parse_env_file, wait_for
+from ml.mllib import choice_result
 
-from .conftest import DB_HOSTS, HOST_SET, Cluster, Provisioned
+from .conftest import APP_HOSTS, DB_HOSTS, HOST_SET, LB_HOST, REPORTS, Cluster, Project, Provisioned, record
 
 # The issue's promise: a replica is promoted, and the app writes again, within 30 s of losing the primary.
 TARGET_SECONDS = 30
 # How long the cluster may take to be whole again (a rejoining member rewinds or copies its data first).
 REJOIN_TIMEOUT = 240
-N_TASKS = 50
-REPORT = REPO / "reports" / "ha-failover.json"
-# A project of the test: its id, task ids and a label per task.
-Project = tuple[int, list[int], list[str]]
 
 
 @dataclass
@@ -100,28 +94,11 @@ class Failover:
     lost: int  # of those, missing afterwards
 
 
-def record(result: Failover, record_property: Callable[[str, object], None]) -> None:
-    for key, value in result.__dict__.items():
-        record_property(f"{result.how}_{key}", value)
-    REPORT.parent.mkdir(exist_ok=True)
-    previous = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    REPORT.write_text(json.dumps(previous | {result.how: result.__dict__}, indent=2) + "\n")
-
-
 def app_start(app: testinfra.host.Host, deployment: Deployment) -> str:
     """The app container's start time and restart count: unchanged means it was not restarted."""
     return app.check_output(
         "docker inspect --format '{{.State.StartedAt}} {{.RestartCount}}' %s", deployment.container("app")
     )
-
-
-@pytest.fixture(scope="module")
-def project(api: Api) -> Iterator[Project]:
-    rows = make_texts(N_TASKS, seed=17)
-    pid = api.call("POST", "/api/projects", {"title": f"ha-{uuid.uuid4().hex[:8]}", "label_config": CONFIG})["id"]
-    api.call("POST", f"/api/projects/{pid}/import", [{"text": text} for text, _ in rows])
-    yield pid, sorted(int(t["id"]) for t in api.all_tasks(pid)), [label for _, label in rows]
-    api.call("DELETE", f"/api/projects/{pid}", ok=(204, 404))
 
 
 def annotation_ids(api: Api, project: int) -> set[int]:
@@ -171,7 +148,7 @@ def lose_primary(
 
 def test_second_deploy_changes_nothing(provisioned: Provisioned) -> None:
     recap = provisioned.second_run.recap()
-    assert set(recap) == {"app", *DB_HOSTS, "localhost"}, recap
+    assert set(recap) == {*APP_HOSTS, LB_HOST, *DB_HOSTS, "localhost"}, recap
     assert all(counts["changed"] == 0 for counts in recap.values()), provisioned.second_run.changed_tasks()
 
 
@@ -195,7 +172,7 @@ def test_the_app_reaches_the_primary_through_its_haproxy(
     pid, tasks, labels = project
     api.call("POST", f"/api/tasks/{tasks[0]}/annotations?project={pid}", {"result": choice_result(labels[0])})
     assert len(annotation_ids(api, pid)) >= 1
-    # The app's sessions on the primary come from the app host (HAProxy passes them on), over TLS.
+    # The app's sessions on the primary come from the app hosts (HAProxy passes them on), over TLS.
     leader = cluster.leader()
     rows = cluster.sql(
         leader,
@@ -203,7 +180,7 @@ def test_the_app_reaches_the_primary_through_its_haproxy(
         " WHERE a.backend_type = 'client backend' AND a.client_addr IS NOT NULL",
     )
     assert rows, "no session of the app on the primary"
-    assert {row[0] for row in rows} == {"10.213.17.10"}, rows
+    assert {row[0] for row in rows} <= set(APP_HOSTS.values()), rows
     assert {row[1] for row in rows} == {"t"}, rows
 
 
@@ -255,7 +232,7 @@ def test_losing_the_primary_promotes_a_replica_and_loses_no_acknowledged_annotat
     kill = Kill(cluster)
     started = app_start(app, deployment)
     result = lose_primary(how, getattr(kill, how), getattr(kill, f"{how}_revive"), cluster, api, project)
-    record(result, record_property)
+    record("ha-failover", result.how, result.__dict__, record_property)
     assert result.writes_back_seconds <= TARGET_SECONDS, result
     assert result.lost == 0, result
     assert app_start(app, deployment) == started, "the app was restarted"
@@ -263,4 +240,4 @@ def test_losing_the_primary_promotes_a_replica_and_loses_no_acknowledged_annotat
 
 def test_report_written() -> None:
     """Both failovers are in the report the README quotes."""
-    assert set(json.loads(Path(REPORT).read_text())) >= {"container_stopped", "host_paused"}
+    assert set(json.loads((REPORTS / "ha-failover.json").read_text())) >= {"container_stopped", "host_paused"}
