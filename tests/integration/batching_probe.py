@@ -3,10 +3,9 @@
 PROBE_MODE=setup adds what the API of open-source Label Studio cannot: another user's drafts and comment
 authors on some tasks of project PROBE_PROJECT. PROBE_MODE=render prints, as one `RESULT {...}` line, the
 data-manager pages (page sizes 10 and 100), the first page of each Data Manager tab of PROBE_VIEWS (a JSON
-object: name -> tab id) and the JSON export of that project with their query
-counts, the queries that scan the project's tasks to count or sum them and the feature-flag evaluations,
-rendered by the real views in this
-process (whose settings decide whether labelstack_batching is on).
+object: name -> tab id) and the JSON export of that project, each with its query count, the queries that count
+or sum the project's tasks and the feature-flag evaluations, rendered by the real views in this process (whose
+settings decide whether labelstack_batching is on).
 PROBE_MODE=import imports each payload of PROBE_IMPORTS (a JSON object: name -> tasks) into a new project
 with the label config of PROBE_PROJECT, through the real import view, and prints the new tasks' rows, the
 project's statistics and the import's query count, then deletes those projects. PROBE_MODE=cleanup removes the

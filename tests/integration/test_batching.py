@@ -1,6 +1,7 @@
 """labelstack_batching: task-list pages and exports load drafts and comment authors per page, not per task, a
-page counts its tasks in the query that sums their counters, and an import without annotations skips Label
-Studio's recount of counters the new tasks already hold.
+page counts its tasks in the query that sums their counters (without the grouping a score ordering brings), feature
+flags are read once per page or export batch, and an import without annotations skips Label Studio's recount of
+counters the new tasks already hold.
 
 The same project is rendered by the real views twice, inside the app container: once with the batching app
 (the deploy's setting) and once without it (Label Studio as shipped). The outputs must be identical, and

@@ -20,6 +20,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 
 from django.apps import AppConfig
 from django.core.paginator import Paginator
@@ -57,14 +58,16 @@ def flags_read_once_per_batch(original: Callable[..., bool]) -> Callable[..., bo
     @functools.wraps(original)
     def flag_set(*args: object, **kwargs: object) -> bool:
         memo = getattr(_batch_flags, "memo", None)
+        if memo is None:  # outside a serialized list: as shipped, without building a key
+            return original(*args, **kwargs)
         key = (args, tuple(sorted(kwargs.items())))
         try:
-            if memo is None or key in memo:
-                return original(*args, **kwargs) if memo is None else memo[key]
+            return memo[key]
+        except KeyError:
+            memo[key] = value = original(*args, **kwargs)
+            return value
         except TypeError:  # an argument that cannot be a dictionary key (none of Label Studio's)
             return original(*args, **kwargs)
-        memo[key] = original(*args, **kwargs)
-        return memo[key]
 
     return flag_set
 
@@ -197,6 +200,22 @@ def totals_in_one_scan(pagination_class: type[BasePagination]) -> Callable[..., 
     return paginate_totals_queryset
 
 
+def replace_unless_changed(
+    owner: type | ModuleType,
+    name: str,
+    parameters: tuple[str, ...],
+    wrap: Callable[[Callable[..., object]], object],
+    left: str,
+) -> None:
+    """owner.<name> replaced by wrap(original) while Label Studio still defines it with `parameters`; otherwise a
+    warning that what it adjusts (`left`) runs as shipped."""
+    original = getattr(owner, name, None)
+    if original is None or tuple(inspect.signature(original).parameters) != parameters:
+        log.warning("labelstack_batching: Label Studio changed %s.%s; %s as shipped", owner.__name__, name, left)
+        return
+    setattr(owner, name, wrap(original))
+
+
 class BatchingConfig(AppConfig):
     name = "labelstack_batching"
     verbose_name = "labelstack: batched task-list and export queries"
@@ -222,21 +241,25 @@ class BatchingConfig(AppConfig):
         from projects.models import Project
         from tasks.models import Task
 
-        original = Project.update_tasks_counters_and_task_states
-        if tuple(inspect.signature(original).parameters) != COUNTERS_PARAMETERS:
-            log.warning("labelstack_batching: Label Studio changed its task-counter update; imports run as shipped")
-            return
-        Project.update_tasks_counters_and_task_states = skip_recount_of_unannotated_imports(original, Task)
+        replace_unless_changed(
+            Project,
+            "update_tasks_counters_and_task_states",
+            COUNTERS_PARAMETERS,
+            lambda original: skip_recount_of_unannotated_imports(original, Task),
+            "imports run",
+        )
 
     @staticmethod
     def count_pages_in_one_scan() -> None:
         from data_manager.api import TaskPagination
 
-        original = getattr(TaskPagination, "paginate_totals_queryset", None)
-        if original is None or tuple(inspect.signature(original).parameters) != TOTALS_PARAMETERS:
-            log.warning("labelstack_batching: Label Studio changed its task-list totals; pages count as shipped")
-            return
-        TaskPagination.paginate_totals_queryset = totals_in_one_scan(TaskPagination)
+        replace_unless_changed(
+            TaskPagination,
+            "paginate_totals_queryset",
+            TOTALS_PARAMETERS,
+            lambda _original: totals_in_one_scan(TaskPagination),
+            "pages count",
+        )
 
     @staticmethod
     def read_flags_once_per_batch() -> None:
@@ -245,8 +268,4 @@ class BatchingConfig(AppConfig):
                 module = importlib.import_module(name)
             except ImportError:  # a module this Label Studio version does not have
                 continue
-            original = getattr(module, "flag_set", None)
-            if original is None or tuple(inspect.signature(original).parameters) != FLAG_PARAMETERS:
-                log.warning("labelstack_batching: Label Studio changed %s.flag_set; flags read as shipped", name)
-                continue
-            module.flag_set = flags_read_once_per_batch(original)
+            replace_unless_changed(module, "flag_set", FLAG_PARAMETERS, flags_read_once_per_batch, "flags are read")
